@@ -1,0 +1,251 @@
+"""The `deskbridge` command.
+
+`run` is web and workers in one process on the embedded defaults; `serve` (gunicorn) and
+`worker` are the two halves for running at scale. The config file is `--config`, else
+`$DESKBRIDGE_CONFIG`, else `deskbridge.toml` in the working directory (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from integrations.config import Settings, load_settings
+from integrations.errors import ConfigError, DeskbridgeError
+from integrations.logs import configure_logging
+from integrations.runtime import Runtime
+from integrations.store import ItemStatus
+
+log = logging.getLogger("deskbridge.cli")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_option(func: F) -> F:
+    return click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False), default=None,
+        help="Config file (default: $DESKBRIDGE_CONFIG, else ./deskbridge.toml).",
+    )(func)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"deskbridge: {message}", err=True)
+    sys.exit(code)
+
+
+def load(config_path: str | None, *, quiet_logs: bool = False) -> Settings:
+    """Load and validate the settings, and set up logging from them; exits 2 if invalid."""
+    try:
+        settings = load_settings(config_path)
+    except ConfigError as err:
+        click.echo("deskbridge: the configuration is not valid:", err=True)
+        for problem in err.problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(2)
+    level = "WARNING" if quiet_logs else settings.log.level
+    configure_logging(level, settings.log.format, settings.secret_values())
+    return settings
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    try:
+        return Runtime(settings)
+    except DeskbridgeError as err:
+        _fail(str(err))
+
+
+@click.group()
+@click.version_option(package_name="deskbridge")
+def cli() -> None:
+    """deskbridge: answer customers on X from the helpdesk you already run."""
+
+
+# ---------------------------------------------------------------- processes
+
+
+@cli.command()
+@config_option
+@click.option("--host", default=None, help="Address to listen on (default: server.host).")
+@click.option("--port", type=int, default=None, help="Port to listen on (default: server.port).")
+def run(config_path: str | None, host: str | None, port: int | None) -> None:
+    """Web server and workers in one process, on the embedded defaults."""
+    import waitress
+
+    from webhook_server import create_app
+
+    settings = load(config_path)
+    runtime = build_runtime(settings)
+    runtime.upgrade_schema()
+    app = create_app(settings, runtime=runtime)
+    stop = threading.Event()
+    consumer = runtime.consumer(embedded=True)
+    consumer.start()
+    runtime.start_sweeper(stop)
+    server: Any = waitress.create_server(
+        app, host=host or settings.server.host, port=port if port is not None else
+        settings.server.port, threads=8, ident="deskbridge")
+    url = f"http://{server.effective_host}:{server.effective_port}"
+    log.info("deskbridge running", extra={"url": url, "pid": os.getpid(),
+                                           "workers": settings.queue.workers})
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.run()  # returns after SIGINT/SIGTERM, once in-flight requests are answered
+    finally:
+        stop.set()
+        consumer.stop(graceful=True)
+        runtime.close()
+        log.info("deskbridge stopped cleanly", extra={"pid": os.getpid()})
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@cli.command()
+@config_option
+@click.option("--host", default=None, help="Address to listen on (default: server.host).")
+@click.option("--port", type=int, default=None, help="Port to listen on (default: server.port).")
+@click.option("--workers", type=int, default=2, show_default=True, help="gunicorn web workers.")
+def serve(config_path: str | None, host: str | None, port: int | None, workers: int) -> None:
+    """The web tier alone, under gunicorn (run `deskbridge worker` beside it)."""
+    from integrations.serving import GunicornApp
+
+    settings = load(config_path)
+    runtime = build_runtime(settings)
+    try:
+        runtime.require_current_schema()
+    except DeskbridgeError as err:
+        _fail(str(err))
+    finally:
+        runtime.close()
+    bind = f"{host or settings.server.host}:{port if port is not None else settings.server.port}"
+    GunicornApp(config_path, {"bind": bind, "workers": workers}).run()
+
+
+@cli.command()
+@config_option
+@click.option("--workers", type=int, default=None, help="Worker threads (default: queue.workers).")
+def worker(config_path: str | None, workers: int | None) -> None:
+    """Process queued items; run as many of these as you like, on any machine."""
+    settings = load(config_path)
+    runtime = build_runtime(settings)
+    try:
+        runtime.require_current_schema()
+    except DeskbridgeError as err:
+        _fail(str(err))
+    stop = threading.Event()
+    runtime.start_sweeper(stop)
+    log.info("deskbridge worker running", extra={"pid": os.getpid()})
+    try:
+        runtime.consumer(workers).run()  # SIGTERM and SIGINT: finish current items, then stop
+    finally:
+        stop.set()
+        runtime.close()
+        log.info("deskbridge worker stopped cleanly", extra={"pid": os.getpid()})
+
+
+# ---------------------------------------------------------------- operations
+
+
+@cli.command()
+@config_option
+@click.option("--status", type=click.Choice(ItemStatus.ALL), default=None,
+              help="Only items with this status.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def events(config_path: str | None, status: str | None, limit: int, as_json: bool) -> None:
+    """List inbox items, newest first, with their status and last error."""
+    settings = load(config_path, quiet_logs=True)
+    runtime = build_runtime(settings)
+    try:
+        items = runtime.store.list_items(status, limit)
+        counts = runtime.store.count_items()
+    except DeskbridgeError as err:
+        _fail(str(err))
+    finally:
+        runtime.close()
+    for item in items:
+        row = {
+            "id": item.id, "key": "/".join(item.natural_key), "type": item.event_type,
+            "status": item.status, "attempts": item.attempts,
+            "received_at": item.received_at.isoformat(),
+            "next_attempt_at": item.next_attempt_at.isoformat(),
+            "outcome": item.outcome, "last_error": item.last_error,
+        }
+        if as_json:
+            click.echo(json.dumps(row, ensure_ascii=False))
+        else:
+            detail = item.last_error if item.status != ItemStatus.DONE else item.outcome
+            click.echo(f"{item.id:>7}  {item.status:<10} {item.attempts:>2}x  {row['key']}  "
+                       f"{detail or ''}")
+    if not as_json:
+        click.echo("  ".join(f"{k}: {v}" for k, v in counts.items()), err=True)
+
+
+@cli.command()
+@config_option
+@click.argument("item_ids", nargs=-1, type=int)
+@click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter.")
+def replay(config_path: str | None, item_ids: Sequence[int], replay_all: bool) -> None:
+    """Send dead letters round again (by id, or --all)."""
+    if not item_ids and not replay_all:
+        _fail("name the item ids to replay, or pass --all", 2)
+    settings = load(config_path, quiet_logs=True)
+    runtime = build_runtime(settings)
+    try:
+        replayed = runtime.pipeline.replay(None if replay_all else list(item_ids))
+    except DeskbridgeError as err:
+        _fail(str(err))
+    finally:
+        runtime.close()
+    missing = sorted(set(item_ids) - set(replayed))
+    click.echo(f"replayed {len(replayed)} item(s)" + (f": {', '.join(map(str, replayed))}"
+                                                      if replayed else ""))
+    if missing:
+        _fail(f"not dead letters (or unknown): {', '.join(map(str, missing))}")
+
+
+@cli.group()
+def config() -> None:
+    """Inspect the configuration."""
+
+
+@config.command("check")
+@config_option
+def config_check(config_path: str | None) -> None:
+    """Validate a config file; prints it with secrets redacted, or every problem (exit 2)."""
+    settings = load(config_path, quiet_logs=True)
+    click.echo(f"{settings.source or 'configuration'}: valid")
+    click.echo(json.dumps(settings.redacted(), indent=2, ensure_ascii=False))
+
+
+@cli.group()
+def db() -> None:
+    """Manage the store's schema."""
+
+
+@db.command("upgrade")
+@config_option
+def db_upgrade(config_path: str | None) -> None:
+    """Migrate the store to the newest schema."""
+    settings = load(config_path, quiet_logs=True)
+    runtime = build_runtime(settings)
+    try:
+        revision = runtime.upgrade_schema()
+    except DeskbridgeError as err:
+        _fail(str(err))
+    finally:
+        runtime.close()
+    click.echo(f"store schema at revision {revision}")
+
+
+def main() -> None:
+    cli(prog_name="deskbridge")

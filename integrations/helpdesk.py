@@ -1,0 +1,88 @@
+"""The helpdesk interface of DESIGN.md: what the pipeline asks of Zendesk or Salesforce.
+
+An adapter converts these intents into the provider's API calls and nothing more. Every
+write carries an idempotency key derived from the message; `find_write` answers whether a
+write with that key already happened, so a retry after an unknown outcome never writes twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from integrations.events import SocialMessage, SocialUser
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A helpdesk ticket (Zendesk) or case (Salesforce), as far as linking needs it."""
+
+    id: str
+    status: str  # the provider's status, lower-case ("new", "open", "solved", "closed", ...)
+    requester_id: str | None
+    updated_at: datetime | None = None
+    is_closed: bool = False
+
+
+@dataclass(frozen=True)
+class HelpdeskUser:
+    id: str
+    name: str = ""
+    social_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NewTicket:
+    """What the pipeline asks to open: the message becomes the first comment."""
+
+    message: SocialMessage
+    subject: str
+    tags: tuple[str, ...] = ()
+    follow_up_of: str | None = None  # a closed ticket this one follows up
+
+
+@dataclass(frozen=True)
+class NewComment:
+    """A message to add to an existing ticket, public or as an internal note."""
+
+    ticket_id: str
+    message: SocialMessage
+    public: bool
+    verified: bool
+    reason: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a write produced: the ticket it touched and the provider's id of the new thing."""
+
+    ticket_id: str
+    provider_id: str
+
+
+class Helpdesk(Protocol):
+    """One configured helpdesk (a Zendesk subdomain, a Salesforce org)."""
+
+    name: str
+
+    def get_ticket(self, ticket_id: str) -> Ticket | None:
+        """The ticket read fresh, or None if it does not exist."""
+        ...
+
+    def find_user(self, author: SocialUser) -> HelpdeskUser | None:
+        """The helpdesk user known to be this social user, if any."""
+        ...
+
+    def create_ticket(self, request: NewTicket, idempotency_key: str) -> WriteResult:
+        """Open a ticket with the message as its first comment."""
+        ...
+
+    def add_comment(self, request: NewComment, idempotency_key: str) -> WriteResult:
+        """Add the message to an existing ticket."""
+        ...
+
+    def find_write(self, idempotency_key: str) -> WriteResult | None:
+        """The earlier write made with this key, if it happened (after an unknown outcome)."""
+        ...

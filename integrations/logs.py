@@ -1,0 +1,90 @@
+"""Structured logs: one line per event, as text or JSON, with every known secret redacted.
+
+Call sites log a short message and put the facts in `extra` (`key`, `item_id`, `event`, ...);
+both formats print those fields. The redaction is a last line of defence: secrets are kept out
+of messages in the first place, and any configured secret that still slips into a line is
+replaced before the line is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import IO, Any
+
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+REDACTED = "[redacted]"
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The `extra` fields a call site attached to a log record."""
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, then the extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        line.update(record_fields(record))
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """`time level logger: message key=value ...` for people reading a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S")
+        fields = " ".join(f"{k}={v}" for k, v in record_fields(record).items())
+        text = f"{ts} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        text = f"{text} {fields}" if fields else text
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+class RedactingFormatter(logging.Formatter):
+    """Wraps a formatter and replaces every secret in what it writes."""
+
+    def __init__(self, inner: logging.Formatter, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.inner = inner
+        # Longest first, so a secret containing another is replaced whole.
+        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record), self.secrets)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret replaced by a marker."""
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def configure_logging(
+    level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = (),
+    stream: IO[str] | None = None,
+) -> logging.Handler:
+    """Send deskbridge's (and huey's, werkzeug's) logs to `stream` in the chosen format."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    inner = JsonFormatter() if fmt == "json" else TextFormatter()
+    handler.setFormatter(RedactingFormatter(inner, secrets))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_deskbridge", False)]:
+        root.removeHandler(old)
+    handler._deskbridge = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler

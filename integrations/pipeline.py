@@ -1,0 +1,350 @@
+"""accept → process → write → record: the road of every item, with retries and dead letters.
+
+`Pipeline.accept` is the only thing a webhook view calls: it stores the items durably (one
+transaction, deduplicated) and hands the new ones to the queue. A worker then runs
+`Pipeline.process(item_id)`, which is idempotent: it claims the item, holds its conversation
+so no other worker touches the same customer at once, runs the item's handler, and settles
+the item as done, to be retried later (exponential backoff with jitter, or the provider's
+retry-after), or dead. Every write to a provider goes through `deliver`, which records the
+intent before the call and the outcome after, so a crash in between never writes twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import secrets
+import socket
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from integrations.errors import ConfigurationError, DeskbridgeError, PayloadError, ProviderError
+from integrations.events import Event, SocialMessage
+from integrations.helpdesk import Helpdesk, NewComment, NewTicket, WriteResult
+from integrations.linking import Action, LinkFacts, LinkRules, ThreadParent, decide
+from integrations.queue import QueueUnavailable, TaskQueue
+from integrations.store import AcceptResult, DeliveryStatus, ItemRecord, LinkRecord, Store
+
+log = logging.getLogger("deskbridge.pipeline")
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long to wait before attempt n+1, and when to give up."""
+
+    max_attempts: int = 8
+    base_seconds: float = 5.0
+    max_seconds: float = 3600.0
+    max_deferrals: int = 100  # rate-limit deferrals, counted apart from failures
+    lease_seconds: float = 300.0
+    busy_retry_seconds: float = 1.0  # when another worker holds the conversation
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Exponential backoff with "equal jitter": half fixed, half random, capped."""
+        ceiling = min(self.max_seconds, self.base_seconds * 2 ** max(0, attempt - 1))
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+    def after_retry_after(self, retry_after: float, rng: random.Random) -> float:
+        """At least what the provider asked, plus a little spread so retries do not stampede."""
+        return retry_after + rng.uniform(0, min(5.0, 0.1 * retry_after + 0.5))
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a channel account's messages go, and the mapping's rules."""
+
+    mapping: str
+    helpdesk: Helpdesk
+    rules: LinkRules
+    tags: tuple[str, ...] = ()
+
+
+class Router(Protocol):
+    def route(self, channel: str, account: str) -> Route | None:
+        """The route for messages of this channel account, or None when none is mapped."""
+        ...
+
+
+class Permanent(DeskbridgeError):
+    """An item that no retry can help: it goes straight to the dead letters."""
+
+
+Handler = Callable[["Work"], str]
+
+
+@dataclass
+class Work:
+    """One attempt at one item: what a handler needs, and the delivery helper."""
+
+    pipeline: Pipeline
+    item: ItemRecord
+    event: Event
+
+    @property
+    def now(self) -> datetime:
+        return self.pipeline.clock()
+
+    def deliver(
+        self, operation: str, target: str, write: Callable[[str], WriteResult],
+        find: Callable[[str], WriteResult | None],
+    ) -> WriteResult:
+        """Write once: record the intent, reconcile an unknown outcome, call, record the result.
+
+        Raises whatever `write` raises; a permanent provider refusal is recorded as failed,
+        any other error leaves the intent open so the next attempt reconciles first.
+        """
+        store = self.pipeline.store
+        key = ":".join((*self.item.natural_key, operation))
+        record, fresh = store.begin_delivery(key, self.item.id, target, operation, self.now)
+        if record.status == DeliveryStatus.DONE and record.provider_id is not None:
+            return _parse_written(record.provider_id)
+        if not fresh and record.status == DeliveryStatus.INTENT:
+            found = find(key)
+            if found is not None:
+                log.info("write found after unknown outcome", extra=_kv(self.item, key=key))
+                store.complete_delivery(key, _format_written(found), self.now)
+                return found
+        try:
+            result = write(key)
+        except ProviderError as err:
+            if err.is_permanent:
+                store.fail_delivery(key, str(err), self.now)
+            raise
+        store.complete_delivery(key, _format_written(result), self.now)
+        return result
+
+
+def _format_written(result: WriteResult) -> str:
+    return f"{result.ticket_id}/{result.provider_id}"
+
+
+def _parse_written(value: str) -> WriteResult:
+    ticket_id, _, provider_id = value.partition("/")
+    return WriteResult(ticket_id=ticket_id, provider_id=provider_id)
+
+
+def _kv(item: ItemRecord, **fields: object) -> dict[str, object]:
+    return {"key": "/".join(item.natural_key), "item_id": item.id, **fields}
+
+
+class Pipeline:
+    """Accepts items, and processes them one at a time per conversation."""
+
+    def __init__(
+        self,
+        store: Store,
+        queue: TaskQueue,
+        router: Router,
+        *,
+        policy: RetryPolicy | None = None,
+        clock: Clock = utcnow,
+        rng: random.Random | None = None,
+        sweep_grace: timedelta = timedelta(minutes=2),
+        handlers: Mapping[str, Handler] | None = None,
+    ) -> None:
+        self.store, self.queue, self.router = store, queue, router
+        self.policy = policy or RetryPolicy()
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.sweep_grace = sweep_grace
+        self.handlers: dict[str, Handler] = {"message": handle_message, **(handlers or {})}
+        queue.bind(self.process)
+
+    # ------------------------------------------------------------ accept
+
+    def accept(self, events: Sequence[Event]) -> AcceptResult:
+        """Store events durably (deduplicated) and queue the new ones.
+
+        Returns once the items are committed. A queue that is down does not fail the call:
+        the items are safe in the store and the sweeper queues them later.
+        Raises StoreUnavailable when they could not be stored.
+        """
+        now = self.clock()
+        result = self.store.add_items(events, now)
+        for event in events:
+            status = "duplicate" if event.natural_key in result.duplicate_keys else "accepted"
+            log.info(status, extra={"key": "/".join(event.natural_key), "event": status})
+        for item_id in result.new_ids:
+            try:
+                self.queue.enqueue(item_id)
+            except QueueUnavailable as err:
+                log.warning("queue down; the sweeper will send it", extra={
+                    "item_id": item_id, "error": str(err)})
+        return result
+
+    # ------------------------------------------------------------ process
+
+    def process(self, item_id: int) -> str:
+        """Process one item once; a second run of a done item does nothing.
+
+        Returns what happened: done, retry, deferred, dead, busy or skipped.
+        """
+        item = self.store.get_item(item_id)
+        if item is None or item.status in ("done", "dead"):
+            return "skipped"
+        owner = _owner_token()
+        now = self.clock()
+        lease = timedelta(seconds=self.policy.lease_seconds)
+        if not self.store.acquire_lease(item.conversation_key, owner, now, lease):
+            self._requeue(item_id, self.policy.busy_retry_seconds * (1 + self.rng.random()))
+            return "busy"
+        try:
+            claimed = self.store.claim_item(item_id, owner, now, lease)
+            if claimed is None:
+                return "skipped"
+            return self._attempt(claimed, owner)
+        finally:
+            self.store.release_lease(item.conversation_key, owner)
+
+    def _attempt(self, item: ItemRecord, owner: str) -> str:
+        try:
+            handler = self.handlers.get(item.event_type)
+            if handler is None:
+                raise Permanent(f"no handler for {item.event_type!r} items yet")
+            outcome = handler(Work(self, item, item.event))
+        except Exception as err:  # every failure is settled; none may lose the item
+            return self._settle_failure(item, owner, err)
+        self.store.finish_item(item.id, owner, self.clock(), outcome)
+        log.info("done", extra=_kv(item, event="done", outcome=outcome, attempts=item.attempts))
+        return "done"
+
+    def _settle_failure(self, item: ItemRecord, owner: str, err: Exception) -> str:
+        now = self.clock()
+        reason = f"{type(err).__name__}: {err}"
+        fields = _kv(item, error=reason, attempts=item.attempts)
+        if isinstance(err, ProviderError) and err.retry_after is not None and not err.is_permanent:
+            if item.deferrals < self.policy.max_deferrals:
+                delay = self.policy.after_retry_after(err.retry_after, self.rng)
+                return self._retry(item, owner, now, delay, reason, "deferred", fields,
+                                   counts_as_attempt=False)
+        elif _is_transient(err) and item.attempts < self.policy.max_attempts:
+            delay = self.policy.backoff(item.attempts, self.rng)
+            return self._retry(item, owner, now, delay, reason, "retry", fields)
+        self.store.kill_item(item.id, owner, now, reason)
+        log.error("dead letter", extra=fields | {"event": "dead"})
+        return "dead"
+
+    def _retry(
+        self, item: ItemRecord, owner: str, now: datetime, delay: float, reason: str,
+        outcome: str, fields: dict[str, object], *, counts_as_attempt: bool = True,
+    ) -> str:
+        at = now + timedelta(seconds=delay)
+        self.store.retry_item(item.id, owner, now, at, reason, counts_as_attempt=counts_as_attempt)
+        log.warning(outcome, extra=fields | {"event": outcome, "retry_in_s": round(delay, 3)})
+        self._requeue(item.id, delay)
+        return outcome
+
+    def _requeue(self, item_id: int, delay: float) -> None:
+        now = self.clock()
+        try:
+            self.queue.enqueue(item_id, at=now + timedelta(seconds=delay), now=now)
+        except QueueUnavailable as err:
+            log.warning("queue down; the sweeper will send it", extra={
+                "item_id": item_id, "error": str(err)})
+
+    # ------------------------------------------------------------ sweep and replay
+
+    def sweep(self) -> list[int]:
+        """Queue again every item whose task seems lost (overdue, or its worker died)."""
+        ids = self.store.due_for_sweep(self.clock(), self.sweep_grace)
+        for item_id in ids:
+            self._requeue(item_id, 0)
+        if ids:
+            log.warning("sweeper re-queued items", extra={"event": "swept", "count": len(ids)})
+        return ids
+
+    def replay(self, item_ids: Sequence[int] | None) -> list[int]:
+        """Send dead letters round again (all of them when `item_ids` is None)."""
+        ids = self.store.replay(item_ids, self.clock())
+        for item_id in ids:
+            self._requeue(item_id, 0)
+        return ids
+
+
+def _is_transient(err: Exception) -> bool:
+    if isinstance(err, (Permanent, PayloadError, ConfigurationError)):
+        return False
+    if isinstance(err, ProviderError):
+        return not err.is_permanent
+    return True
+
+
+def _owner_token() -> str:
+    return f"{socket.gethostname()[:24]}:{os.getpid()}:{threading.get_ident() % 10**6}:" \
+           f"{secrets.token_hex(4)}"
+
+
+# ---------------------------------------------------------------- handlers
+
+
+def handle_message(work: Work) -> str:
+    """Link a social message to its ticket and write it there."""
+    message = work.event
+    if not isinstance(message, SocialMessage):
+        raise Permanent("a message item does not hold a message")
+    route = work.pipeline.router.route(message.channel, message.account)
+    if route is None:
+        return f"stored only: no mapping for {message.channel} account {message.account}"
+    decision = decide(message, _facts(work, message, route), route.rules)
+    if decision.action in (Action.IGNORE, Action.STORE_ONLY):
+        return f"{decision.action.value}: {decision.reason}"
+    helpdesk = route.helpdesk
+    if decision.action == Action.CREATE:
+        request = NewTicket(message, subject=_subject(message), tags=route.tags)
+        written = work.deliver("create_ticket", helpdesk.name,
+                               lambda key: helpdesk.create_ticket(request, key),
+                               helpdesk.find_write)
+    else:
+        assert decision.ticket_id is not None
+        comment = NewComment(decision.ticket_id, message, public=decision.public,
+                             verified=decision.verified, reason=decision.reason)
+        written = work.deliver("comment", helpdesk.name,
+                               lambda key: helpdesk.add_comment(comment, key),
+                               helpdesk.find_write)
+    work.pipeline.store.record_link(work.item.id, LinkRecord(
+        message_id=message.message_id, helpdesk=helpdesk.name, ticket_id=written.ticket_id,
+        action=decision.action.value, rule=decision.rule.value, reason=decision.reason,
+        verified=decision.verified, public=decision.public,
+        conversation_id=message.conversation_id, author_id=message.author.user_id,
+        channel=message.channel, account=message.account,
+    ), work.now)
+    return f"{decision.action.value} on {helpdesk.name} ticket {written.ticket_id} " \
+           f"({decision.rule.value}: {decision.reason})"
+
+
+def _facts(work: Work, message: SocialMessage, route: Route) -> LinkFacts:
+    if not message.in_reply_to_id:
+        return LinkFacts()
+    parent = work.pipeline.store.link_for_message(
+        message.channel, message.account, message.in_reply_to_id)
+    if parent is None or parent.helpdesk != route.helpdesk.name:
+        return LinkFacts()
+    return LinkFacts(thread_parent=ThreadParent(
+        parent.message_id, parent.ticket_id, public=parent.public, verified=parent.verified))
+
+
+def _subject(message: SocialMessage) -> str:
+    first_line = " ".join(message.text.split())
+    label = "DM" if message.kind.value == "dm" else "X"
+    text = first_line if len(first_line) <= 60 else first_line[:59].rstrip() + "…"
+    return f"{label} from @{message.author.handle}: {text}"
+
+
+class StaticRouter:
+    """Routes by a fixed table of (channel, account) → Route; what `runtime` builds."""
+
+    def __init__(self, routes: Mapping[tuple[str, str], Route]) -> None:
+        self._routes = dict(routes)
+
+    def route(self, channel: str, account: str) -> Route | None:
+        return self._routes.get((channel, account))

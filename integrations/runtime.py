@@ -1,0 +1,144 @@
+"""Wiring: the store, queue, router and pipeline that one deskbridge process runs on.
+
+Built from validated settings by `Runtime(settings)`; nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from huey.consumer import Consumer
+
+from integrations import migrate
+from integrations.config import Settings
+from integrations.errors import ConfigurationError, DeskbridgeError
+from integrations.events import MessageKind
+from integrations.helpdesk import Helpdesk
+from integrations.linking import LinkRules
+from integrations.pipeline import Clock, Pipeline, RetryPolicy, Route, utcnow
+from integrations.providers import HELPDESK_ADAPTERS
+from integrations.queue import TaskQueue, create_huey
+from integrations.store import Store
+
+log = logging.getLogger("deskbridge.runtime")
+
+
+class SettingsRouter:
+    """Routes a channel account to its mapping's helpdesk, building adapters on first use."""
+
+    def __init__(self, settings: Settings, helpdesks: Mapping[str, Helpdesk] | None = None):
+        self._settings = settings
+        self._helpdesks: dict[str, Helpdesk] = dict(helpdesks or {})
+        self._lock = threading.Lock()
+        self._channel_names = {
+            (channel.type, channel.account_id): name for name, channel in settings.channels.items()
+        }
+
+    def route(self, channel: str, account: str) -> Route | None:
+        """The mapping for this channel account, or None; raises ConfigurationError if its
+        helpdesk has no adapter in this version."""
+        name = self._channel_names.get((channel, account))
+        mapping = next((m for m in self._settings.mappings if m.channel == name), None)
+        if mapping is None:
+            return None
+        rules = LinkRules(
+            open_tickets_for=frozenset(MessageKind(k) for k in mapping.open_tickets_for),
+            include_retweets=mapping.include_retweets,
+        )
+        return Route(mapping.name, self.helpdesk(mapping.helpdesk), rules, tuple(mapping.tags))
+
+    def helpdesk(self, name: str) -> Helpdesk:
+        with self._lock:
+            if name not in self._helpdesks:
+                settings = self._settings.helpdesks[name]
+                factory = HELPDESK_ADAPTERS.get(settings.type)
+                if factory is None:
+                    raise ConfigurationError(
+                        f"helpdesks.{name}: no adapter for type {settings.type!r} in this version")
+                self._helpdesks[name] = factory(name, settings)
+            return self._helpdesks[name]
+
+
+class Runtime:
+    """Everything one process needs: store, queue, router, pipeline."""
+
+    def __init__(
+        self, settings: Settings, *, helpdesks: Mapping[str, Helpdesk] | None = None,
+        clock: Clock = utcnow, rng: random.Random | None = None,
+    ) -> None:
+        q = settings.queue
+        self.settings = settings
+        self.store = Store(settings.store.url)
+        self.huey = create_huey(q.url, q.name)
+        self.queue = TaskQueue(self.huey)
+        self.router = SettingsRouter(settings, helpdesks)
+        policy = RetryPolicy(max_attempts=q.max_attempts, base_seconds=q.backoff_base_seconds,
+                             max_seconds=q.backoff_max_seconds, lease_seconds=q.lease_seconds)
+        self.pipeline = Pipeline(self.store, self.queue, self.router, policy=policy, clock=clock,
+                                 rng=rng, sweep_grace=timedelta(seconds=q.sweep_grace_seconds))
+
+    def upgrade_schema(self) -> str | None:
+        """Bring the store's schema to the newest migration."""
+        return migrate.upgrade(self.store.engine)
+
+    def require_current_schema(self) -> None:
+        """Raises ConfigurationError when the store needs `deskbridge db upgrade` first."""
+        if not migrate.is_current(self.store.engine):
+            raise ConfigurationError(
+                "store: schema is not at the newest revision; run `deskbridge db upgrade`")
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Whether store and queue answer, with details (never a secret) for /readyz."""
+        details: dict[str, Any] = {}
+        try:
+            self.store.check()
+            details["store"] = {"ok": True, "backend": self.store.dialect}
+        except DeskbridgeError as err:
+            details["store"] = {"ok": False, "backend": self.store.dialect, "error": str(err)}
+        try:
+            details["queue"] = {"ok": True, **self.queue.check()}
+        except DeskbridgeError as err:
+            details["queue"] = {"ok": False, "error": str(err)}
+        return all(part["ok"] for part in details.values()), details
+
+    def consumer(self, workers: int | None = None, *, embedded: bool = False) -> Consumer:
+        """A huey consumer of thread workers; `embedded` leaves signal handling to the caller."""
+        cls = _EmbeddedConsumer if embedded else Consumer
+        consumer: Consumer = cls(
+            self.huey, workers=workers or self.settings.queue.workers, worker_type="thread",
+            periodic=False, graceful_signal="TERM", shutdown_timeout=30, max_delay=1.0,
+        )
+        return consumer
+
+    def start_sweeper(self, stop: threading.Event) -> threading.Thread:
+        """Sweep now (recovering what a crashed worker left), then every sweep interval."""
+        interval = self.settings.queue.sweep_interval_seconds
+
+        def loop() -> None:
+            while True:
+                try:
+                    self.pipeline.sweep()
+                except DeskbridgeError as err:
+                    log.warning("sweep failed", extra={"error": str(err)})
+                if stop.wait(interval):
+                    return
+
+        thread = threading.Thread(target=loop, name="deskbridge-sweeper", daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        self.store.dispose()
+        self.huey.storage.close()
+
+
+class _EmbeddedConsumer(Consumer):  # type: ignore[misc]
+    """A consumer started beside a web server, whose signals the caller handles."""
+
+    def _set_signal_handlers(self) -> None:
+        pass

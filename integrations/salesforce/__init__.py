@@ -1,0 +1,1 @@
+"""Salesforce Service Cloud: the helpdesk adapter (simple-salesforce) and Outbound Messages."""

@@ -1,0 +1,760 @@
+"""The durable store: inbox, links, identities, cursors, deliveries, dead letters, leases.
+
+SQLite (WAL, synchronous=FULL) by default, PostgreSQL by URL; only the URL differs. The
+schema is owned by the Alembic migrations in `migrations/`; `Base.metadata` mirrors it.
+
+Every method takes the current time as `now` instead of reading a clock, so the pipeline's
+clock is the only one (and tests control it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.sql.dml import Insert
+
+from integrations.errors import StoreUnavailable
+from integrations.events import Event, event_type_name, from_record, to_record
+
+
+class ItemStatus:
+    """Where an inbox item is on its road; a closed set of strings stored as they are."""
+
+    ACCEPTED = "accepted"  # stored, waiting for its first attempt
+    PROCESSING = "processing"  # a worker holds it (until claimed_until)
+    RETRYING = "retrying"  # an attempt failed; waiting for next_attempt_at
+    DONE = "done"
+    DEAD = "dead"  # gave up; kept as a dead letter, replayable
+
+    WAITING = (ACCEPTED, RETRYING)
+    ALL = (ACCEPTED, PROCESSING, RETRYING, DONE, DEAD)
+
+
+class DeliveryStatus:
+    """The state of one write to a helpdesk or a channel."""
+
+    INTENT = "intent"  # recorded before the call: outcome unknown until `done` or `failed`
+    DONE = "done"
+    FAILED = "failed"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime on every database (SQLite keeps naive UTC text, in order)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; pass an aware datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class InboxItem(Base):
+    """One accepted event, stored once per natural key, with where it is on its road."""
+
+    __tablename__ = "inbox_items"
+    __table_args__ = (
+        UniqueConstraint("channel", "account", "provider_id", name="uq_inbox_items_natural_key"),
+        Index("ix_inbox_items_status_next", "status", "next_attempt_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    account: Mapped[str] = mapped_column(String(128))
+    provider_id: Mapped[str] = mapped_column(String(160))
+    event_type: Mapped[str] = mapped_column(String(32))
+    conversation_key: Mapped[str] = mapped_column(String(255), index=True)
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    deferrals: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Link(Base):
+    """Which ticket a message went to, by which rule, and why (in an agent's words)."""
+
+    __tablename__ = "links"
+    __table_args__ = (
+        UniqueConstraint("channel", "account", "message_id", name="uq_links_message"),
+        Index("ix_links_ticket", "helpdesk", "ticket_id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    item_id: Mapped[int | None] = mapped_column(ForeignKey("inbox_items.id"))
+    channel: Mapped[str] = mapped_column(String(32))
+    account: Mapped[str] = mapped_column(String(128))
+    message_id: Mapped[str] = mapped_column(String(160))
+    conversation_id: Mapped[str | None] = mapped_column(String(160), index=True)
+    author_id: Mapped[str | None] = mapped_column(String(64))
+    helpdesk: Mapped[str] = mapped_column(String(64))
+    ticket_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    rule: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Identity(Base):
+    """A social user known as a helpdesk user: verified, or a pending claim."""
+
+    __tablename__ = "identities"
+    __table_args__ = (
+        UniqueConstraint(
+            "channel", "social_user_id", "helpdesk", "helpdesk_user_id", name="uq_identities_pair"
+        ),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    social_user_id: Mapped[str] = mapped_column(String(64))
+    handle: Mapped[str] = mapped_column(String(64))
+    helpdesk: Mapped[str] = mapped_column(String(64))
+    helpdesk_user_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # "verified" or "pending"
+    ticket_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Cursor(Base):
+    """How far a poller has read a stream (for example an account's mentions)."""
+
+    __tablename__ = "cursors"
+    __table_args__ = (UniqueConstraint("channel", "account", "stream", name="uq_cursors_stream"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    account: Mapped[str] = mapped_column(String(128))
+    stream: Mapped[str] = mapped_column(String(64))
+    position: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Delivery(Base):
+    """One write to a helpdesk or a channel: intent before the call, outcome after."""
+
+    __tablename__ = "deliveries"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(String(160), unique=True)
+    item_id: Mapped[int | None] = mapped_column(ForeignKey("inbox_items.id"), index=True)
+    target: Mapped[str] = mapped_column(String(96))
+    operation: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    provider_id: Mapped[str | None] = mapped_column(String(160))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DeadLetter(Base):
+    """An item we gave up on, why, and whether it was replayed since."""
+
+    __tablename__ = "dead_letters"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("inbox_items.id"), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer)
+    died_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Lease(Base):
+    """A time-limited exclusive hold (one conversation, one worker); expires if its holder dies."""
+
+    __tablename__ = "leases"
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# ---------------------------------------------------------------- snapshots handed out
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """A read-only snapshot of an inbox item."""
+
+    id: int
+    channel: str
+    account: str
+    provider_id: str
+    event_type: str
+    conversation_key: str
+    status: str
+    attempts: int
+    deferrals: int
+    next_attempt_at: datetime
+    last_error: str | None
+    outcome: str | None
+    received_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    payload: dict[str, Any]
+
+    @property
+    def event(self) -> Event:
+        return from_record(self.payload)
+
+    @property
+    def natural_key(self) -> tuple[str, str, str]:
+        return (self.channel, self.account, self.provider_id)
+
+
+@dataclass(frozen=True)
+class AcceptResult:
+    """What `Store.add_items` did: the ids of new items, and the keys already stored."""
+
+    new_ids: tuple[int, ...]
+    duplicate_keys: tuple[tuple[str, str, str], ...]
+
+
+@dataclass(frozen=True)
+class LinkRecord:
+    message_id: str
+    helpdesk: str
+    ticket_id: str
+    action: str
+    rule: str
+    reason: str
+    verified: bool
+    public: bool
+    conversation_id: str | None = None
+    author_id: str | None = None
+    channel: str = ""
+    account: str = ""
+
+
+@dataclass(frozen=True)
+class IdentityRecord:
+    channel: str
+    social_user_id: str
+    handle: str
+    helpdesk: str
+    helpdesk_user_id: str
+    status: str
+    ticket_id: str | None
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    idempotency_key: str
+    item_id: int | None
+    target: str
+    operation: str
+    status: str
+    provider_id: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class DeadLetterRecord:
+    item_id: int
+    reason: str
+    attempts: int
+    died_at: datetime
+
+
+def _snapshot(row: Any, cls: type[Any], **extra: Any) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)} - set(extra)
+    return cls(**{n: getattr(row, n) for n in names}, **extra)
+
+
+def _item_record(row: InboxItem) -> ItemRecord:
+    record: ItemRecord = _snapshot(row, ItemRecord, payload=json.loads(row.payload))
+    return record
+
+
+# ---------------------------------------------------------------- engine
+
+
+def normalise_url(url: str) -> str:
+    """The SQLAlchemy URL for a store URL: PostgreSQL always through psycopg 3."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def create_store_engine(url: str) -> Engine:
+    """An engine for a store URL; SQLite gets WAL, full fsync and immediate write locks.
+
+    Raises StoreUnavailable if a SQLite file's folder cannot be created.
+    """
+    url = normalise_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    database = parsed.database
+    if database and database != ":memory:":
+        try:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreUnavailable(f"cannot create the folder for {database}: {err}") from err
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Take transaction control from pysqlite so that BEGIN IMMEDIATE below is honoured:
+    # https://docs.sqlalchemy.org/en/20/dialects/sqlite.html#serializable-isolation-savepoints-transactional-ddl
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # FULL: an item is on disk before the sender hears "accepted", even across power loss.
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    # A read that later writes would otherwise fail with "database is locked" under load.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _upsert(dialect_name: str, model: type[Base]) -> Insert:
+    if dialect_name == "postgresql":
+        return postgresql.insert(model)
+    return sqlite.insert(model)
+
+
+# ---------------------------------------------------------------- the store
+
+
+class Store:
+    """All reads and writes of deskbridge's state; each method is one transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_store_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction; committed on success, rolled back on error.
+
+        Raises StoreUnavailable when the database cannot be reached or written.
+        """
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except OperationalError as err:
+            raise StoreUnavailable(f"store unavailable: {err.orig}") from err
+
+    def check(self) -> None:
+        """Prove the store answers and its schema is installed; raises StoreUnavailable."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(func.count()).select_from(InboxItem.__table__)).scalar_one()
+        except SQLAlchemyError as err:
+            raise StoreUnavailable(f"store not ready: {type(err).__name__}: {err.args[0]}") from err
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------ inbox
+
+    def add_items(self, events: Sequence[Event], now: datetime) -> AcceptResult:
+        """Store events once per natural key, in one transaction; duplicates are no-ops."""
+        if not events:
+            return AcceptResult((), ())
+        rows, seen = [], set()
+        for ev in events:
+            if ev.natural_key in seen:
+                continue
+            seen.add(ev.natural_key)
+            rows.append(self._item_row(ev, now))
+        stmt = (
+            _upsert(self.dialect, InboxItem)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["channel", "account", "provider_id"])
+            .returning(InboxItem.id, InboxItem.channel, InboxItem.account, InboxItem.provider_id)
+        )
+        with self.session() as s:
+            inserted = s.execute(stmt).all()
+        new_keys = {(r.channel, r.account, r.provider_id) for r in inserted}
+        duplicates = tuple(ev.natural_key for ev in events if ev.natural_key not in new_keys)
+        return AcceptResult(tuple(sorted(r.id for r in inserted)), duplicates)
+
+    @staticmethod
+    def _item_row(ev: Event, now: datetime) -> dict[str, Any]:
+        channel, account, provider_id = ev.natural_key
+        return {
+            "channel": channel,
+            "account": account,
+            "provider_id": provider_id,
+            "event_type": event_type_name(ev),
+            "conversation_key": ev.conversation_key,
+            "payload": json.dumps(to_record(ev), ensure_ascii=False),
+            "status": ItemStatus.ACCEPTED,
+            "attempts": 0,
+            "deferrals": 0,
+            "next_attempt_at": now,
+            "received_at": now,
+            "updated_at": now,
+        }
+
+    def get_item(self, item_id: int) -> ItemRecord | None:
+        with self.session() as s:
+            row = s.get(InboxItem, item_id)
+            return _item_record(row) if row else None
+
+    def find_item(self, channel: str, account: str, provider_id: str) -> ItemRecord | None:
+        with self.session() as s:
+            row = s.scalars(
+                select(InboxItem).filter_by(
+                    channel=channel, account=account, provider_id=provider_id
+                )
+            ).first()
+            return _item_record(row) if row else None
+
+    def list_items(self, status: str | None = None, limit: int = 50) -> list[ItemRecord]:
+        """The newest items first, optionally only those with one status."""
+        stmt = select(InboxItem).order_by(InboxItem.id.desc()).limit(limit)
+        if status is not None:
+            stmt = stmt.where(InboxItem.status == status)
+        with self.session() as s:
+            return [_item_record(r) for r in s.scalars(stmt)]
+
+    def count_items(self) -> dict[str, int]:
+        """How many items there are in each status."""
+        stmt = select(InboxItem.status, func.count()).group_by(InboxItem.status)
+        with self.session() as s:
+            counts = {status: n for status, n in s.execute(stmt).tuples()}
+        return {status: counts.get(status, 0) for status in ItemStatus.ALL}
+
+    def claim_item(
+        self, item_id: int, owner: str, now: datetime, lease: timedelta
+    ) -> ItemRecord | None:
+        """Take an item that is due (or whose holder's claim ran out) for processing.
+
+        Returns the item, or None when it is done, dead, not due yet, or held by another.
+        """
+        due = InboxItem.status.in_(ItemStatus.WAITING) & (InboxItem.next_attempt_at <= now)
+        abandoned = (InboxItem.status == ItemStatus.PROCESSING) & (InboxItem.claimed_until < now)
+        stmt = (
+            update(InboxItem)
+            .where(InboxItem.id == item_id, or_(due, abandoned))
+            .values(
+                status=ItemStatus.PROCESSING,
+                claimed_by=owner,
+                claimed_until=now + lease,
+                attempts=InboxItem.attempts + 1,
+                updated_at=now,
+            )
+            .returning(InboxItem.id)
+        )
+        with self.session() as s:
+            if s.execute(stmt).first() is None:
+                return None
+            return _item_record(s.get_one(InboxItem, item_id))
+
+    def _settle(self, item_id: int, owner: str, **values: Any) -> bool:
+        stmt = (
+            update(InboxItem)
+            .where(
+                InboxItem.id == item_id,
+                InboxItem.claimed_by == owner,
+                InboxItem.status == ItemStatus.PROCESSING,
+            )
+            .values(claimed_by=None, claimed_until=None, **values)
+            .returning(InboxItem.id)
+        )
+        with self.session() as s:
+            return s.execute(stmt).first() is not None
+
+    def finish_item(self, item_id: int, owner: str, now: datetime, outcome: str) -> bool:
+        """Mark a claimed item done; False if the claim was lost to another worker."""
+        return self._settle(
+            item_id, owner, status=ItemStatus.DONE, outcome=outcome, last_error=None,
+            updated_at=now, finished_at=now,
+        )
+
+    def retry_item(
+        self, item_id: int, owner: str, now: datetime, at: datetime, error: str,
+        *, counts_as_attempt: bool = True,
+    ) -> bool:
+        """Put a claimed item back to wait until `at`.
+
+        A deferral the provider asked for (rate limit) does not count as a failed attempt.
+        """
+        values: dict[str, Any] = {
+            "status": ItemStatus.RETRYING, "next_attempt_at": at, "last_error": error,
+            "updated_at": now,
+        }
+        if not counts_as_attempt:
+            values["attempts"] = InboxItem.attempts - 1
+            values["deferrals"] = InboxItem.deferrals + 1
+        return self._settle(item_id, owner, **values)
+
+    def release_item(self, item_id: int, owner: str, now: datetime, at: datetime) -> bool:
+        """Give a claimed item back untouched (its conversation was busy), due again at `at`."""
+        return self._settle(
+            item_id, owner, status=ItemStatus.RETRYING, next_attempt_at=at,
+            attempts=InboxItem.attempts - 1, updated_at=now,
+        )
+
+    def kill_item(self, item_id: int, owner: str, now: datetime, reason: str) -> bool:
+        """Give up on a claimed item: it becomes a dead letter, kept and replayable."""
+        with self.session() as s:
+            row = s.get(InboxItem, item_id, with_for_update=True)
+            if row is None or row.claimed_by != owner or row.status != ItemStatus.PROCESSING:
+                return False
+            row.status, row.last_error, row.updated_at = ItemStatus.DEAD, reason, now
+            row.claimed_by = row.claimed_until = None
+            s.add(DeadLetter(item_id=item_id, reason=reason, attempts=row.attempts, died_at=now))
+            return True
+
+    def due_for_sweep(self, now: datetime, grace: timedelta) -> list[int]:
+        """Items whose task may be lost: overdue by `grace`, or abandoned by a dead worker.
+
+        Their due time is moved to now, so one sweep does not find them again at once.
+        """
+        overdue = InboxItem.status.in_(ItemStatus.WAITING) & (
+            InboxItem.next_attempt_at < now - grace
+        )
+        abandoned = (InboxItem.status == ItemStatus.PROCESSING) & (InboxItem.claimed_until < now)
+        with self.session() as s:
+            ids = list(s.scalars(select(InboxItem.id).where(or_(overdue, abandoned)).limit(1000)))
+            if ids:
+                s.execute(
+                    update(InboxItem)
+                    .where(InboxItem.id.in_(ids), InboxItem.status.in_(ItemStatus.WAITING))
+                    .values(next_attempt_at=now, updated_at=now)
+                )
+            return ids
+
+    def replay(self, item_ids: Iterable[int] | None, now: datetime) -> list[int]:
+        """Send dead items round again with fresh attempts; None replays every dead item."""
+        stmt = select(InboxItem).where(InboxItem.status == ItemStatus.DEAD)
+        if item_ids is not None:
+            stmt = stmt.where(InboxItem.id.in_(list(item_ids)))
+        with self.session() as s:
+            rows = list(s.scalars(stmt.with_for_update()))
+            for row in rows:
+                row.status, row.attempts, row.deferrals = ItemStatus.ACCEPTED, 0, 0
+                row.next_attempt_at = row.updated_at = now
+            ids = [r.id for r in rows]
+            if ids:
+                s.execute(
+                    update(DeadLetter)
+                    .where(DeadLetter.item_id.in_(ids), DeadLetter.replayed_at.is_(None))
+                    .values(replayed_at=now)
+                )
+            return ids
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetterRecord]:
+        """Dead letters not replayed since, newest first."""
+        stmt = (
+            select(DeadLetter)
+            .where(DeadLetter.replayed_at.is_(None))
+            .order_by(DeadLetter.id.desc())
+            .limit(limit)
+        )
+        with self.session() as s:
+            return [_snapshot(r, DeadLetterRecord) for r in s.scalars(stmt)]
+
+    # ------------------------------------------------------------ leases
+
+    def acquire_lease(self, key: str, owner: str, now: datetime, ttl: timedelta) -> bool:
+        """Hold `key` for `ttl` unless someone else holds it; True if we hold it now."""
+        stmt = (
+            _upsert(self.dialect, Lease)
+            .values(key=key, owner=owner, expires_at=now + ttl)
+            .on_conflict_do_update(
+                index_elements=["key"],
+                set_={"owner": owner, "expires_at": now + ttl},
+                where=or_(Lease.expires_at < now, Lease.owner == owner),
+            )
+        )
+        with self.session() as s:
+            s.execute(stmt)
+            holder = s.scalar(select(Lease.owner).where(Lease.key == key))
+        return holder == owner
+
+    def release_lease(self, key: str, owner: str) -> None:
+        with self.session() as s:
+            s.execute(delete(Lease).where(Lease.key == key, Lease.owner == owner))
+
+    # ------------------------------------------------------------ links
+
+    def record_link(self, item_id: int | None, link: LinkRecord, now: datetime) -> None:
+        """Remember where a message went; recording the same message twice keeps the first."""
+        values = dataclasses.asdict(link) | {"item_id": item_id, "created_at": now}
+        stmt = (
+            _upsert(self.dialect, Link)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=["channel", "account", "message_id"])
+        )
+        with self.session() as s:
+            s.execute(stmt)
+
+    def link_for_message(self, channel: str, account: str, message_id: str) -> LinkRecord | None:
+        with self.session() as s:
+            row = s.scalars(
+                select(Link).filter_by(channel=channel, account=account, message_id=message_id)
+            ).first()
+            return _snapshot(row, LinkRecord) if row else None
+
+    def links_for_ticket(self, helpdesk: str, ticket_id: str) -> list[LinkRecord]:
+        """Every message linked to a ticket, oldest first."""
+        stmt = select(Link).filter_by(helpdesk=helpdesk, ticket_id=ticket_id).order_by(Link.id)
+        with self.session() as s:
+            return [_snapshot(r, LinkRecord) for r in s.scalars(stmt)]
+
+    # ------------------------------------------------------------ identities
+
+    def save_identity(self, identity: IdentityRecord, now: datetime) -> None:
+        """Create or update the pairing of a social user and a helpdesk user."""
+        values = dataclasses.asdict(identity) | {"created_at": now, "updated_at": now}
+        stmt = (
+            _upsert(self.dialect, Identity)
+            .values(values)
+            .on_conflict_do_update(
+                index_elements=["channel", "social_user_id", "helpdesk", "helpdesk_user_id"],
+                set_={"status": identity.status, "handle": identity.handle,
+                      "ticket_id": identity.ticket_id, "updated_at": now},
+            )
+        )
+        with self.session() as s:
+            s.execute(stmt)
+
+    def identities_for(self, channel: str, social_user_id: str) -> list[IdentityRecord]:
+        stmt = select(Identity).filter_by(channel=channel, social_user_id=social_user_id)
+        with self.session() as s:
+            return [_snapshot(r, IdentityRecord) for r in s.scalars(stmt.order_by(Identity.id))]
+
+    # ------------------------------------------------------------ cursors
+
+    def get_cursor(self, channel: str, account: str, stream: str) -> str | None:
+        with self.session() as s:
+            return s.scalar(
+                select(Cursor.position).filter_by(channel=channel, account=account, stream=stream)
+            )
+
+    def set_cursor(
+        self, channel: str, account: str, stream: str, position: str, now: datetime
+    ) -> None:
+        stmt = (
+            _upsert(self.dialect, Cursor)
+            .values(channel=channel, account=account, stream=stream, position=position,
+                    updated_at=now)
+            .on_conflict_do_update(
+                index_elements=["channel", "account", "stream"],
+                set_={"position": position, "updated_at": now},
+            )
+        )
+        with self.session() as s:
+            s.execute(stmt)
+
+    # ------------------------------------------------------------ deliveries
+
+    def begin_delivery(
+        self, key: str, item_id: int | None, target: str, operation: str, now: datetime
+    ) -> tuple[DeliveryRecord, bool]:
+        """Record the intent to write, before the call; returns the record and if it is new.
+
+        An existing record in `intent` means an earlier attempt's outcome is unknown: the
+        caller must ask the provider whether the write happened before writing again.
+        """
+        stmt = (
+            _upsert(self.dialect, Delivery)
+            .values(idempotency_key=key, item_id=item_id, target=target, operation=operation,
+                    status=DeliveryStatus.INTENT, created_at=now)
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(Delivery.id)
+        )
+        with self.session() as s:
+            fresh = s.execute(stmt).first() is not None
+            row = s.scalars(select(Delivery).filter_by(idempotency_key=key)).one()
+            return _snapshot(row, DeliveryRecord), fresh
+
+    def complete_delivery(self, key: str, provider_id: str | None, now: datetime) -> None:
+        with self.session() as s:
+            s.execute(
+                update(Delivery).where(Delivery.idempotency_key == key).values(
+                    status=DeliveryStatus.DONE, provider_id=provider_id, error=None,
+                    completed_at=now,
+                )
+            )
+
+    def fail_delivery(self, key: str, error: str, now: datetime) -> None:
+        """Record that a write certainly did not happen (the provider refused it)."""
+        with self.session() as s:
+            s.execute(
+                update(Delivery).where(Delivery.idempotency_key == key).values(
+                    status=DeliveryStatus.FAILED, error=error, completed_at=now,
+                )
+            )
+
+    def deliveries_for_item(self, item_id: int) -> list[DeliveryRecord]:
+        stmt = select(Delivery).filter_by(item_id=item_id).order_by(Delivery.id)
+        with self.session() as s:
+            return [_snapshot(r, DeliveryRecord) for r in s.scalars(stmt)]

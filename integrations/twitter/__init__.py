@@ -1,0 +1,1 @@
+"""X (Twitter): webhooks, polling, replies and DMs."""

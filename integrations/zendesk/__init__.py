@@ -1,0 +1,1 @@
+"""Zendesk Support: the helpdesk adapter (zenpy) and its webhooks."""

@@ -1,0 +1,1 @@
+"""Alembic migrations of deskbridge's store (run them with `deskbridge db upgrade`)."""

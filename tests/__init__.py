@@ -1,0 +1,1 @@
+"""Tests of deskbridge, mirroring the layout of `integrations/`."""

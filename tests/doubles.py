@@ -1,0 +1,113 @@
+"""TEST DOUBLES, hand-written: stand-ins for a helpdesk, for the pipeline's tests.
+
+`RecordingHelpdesk` is not Zendesk or Salesforce: it implements deskbridge's helpdesk
+interface and records every write to a JSON-lines file (so a test can read what a killed
+worker process wrote). It can fail on demand, hang before or after a write (so a test can
+kill the process there), and it measures how many writes of one customer overlap in time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from integrations.events import SocialUser
+from integrations.helpdesk import HelpdeskUser, NewComment, NewTicket, Ticket, WriteResult
+
+
+class RecordingHelpdesk:
+    """A recording stand-in for a helpdesk (test double; not a real provider)."""
+
+    def __init__(
+        self, name: str, path: Path, *, hang: str | None = None, write_seconds: float = 0.0,
+        failures: list[Exception] | None = None, on_write: Callable[[], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.path = Path(path)
+        self.hang = hang  # "before" or "after" the write is recorded
+        self.write_seconds = write_seconds
+        self.failures = list(failures or [])
+        self.on_write = on_write
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, int] = defaultdict(int)
+        self.max_overlap: dict[str, int] = defaultdict(int)
+
+    # ------------------------------------------------------------ reading the record
+
+    def writes(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
+
+    def get_ticket(self, ticket_id: str) -> Ticket | None:
+        created = [w for w in self.writes() if w["op"] == "create_ticket"]
+        match = next((w for w in created if w["ticket_id"] == ticket_id), None)
+        return Ticket(ticket_id, "open", match["author_id"]) if match else None
+
+    def find_user(self, author: SocialUser) -> HelpdeskUser | None:
+        return None
+
+    def find_write(self, idempotency_key: str) -> WriteResult | None:
+        match = next((w for w in self.writes() if w["key"] == idempotency_key), None)
+        return WriteResult(match["ticket_id"], match["provider_id"]) if match else None
+
+    # ------------------------------------------------------------ writing
+
+    def create_ticket(self, request: NewTicket, idempotency_key: str) -> WriteResult:
+        return self._write("create_ticket", idempotency_key, request.message.author.user_id,
+                           request.message.message_id, None)
+
+    def add_comment(self, request: NewComment, idempotency_key: str) -> WriteResult:
+        return self._write("comment", idempotency_key, request.message.author.user_id,
+                           request.message.message_id, request.ticket_id)
+
+    def _write(self, op: str, key: str, author_id: str, message_id: str,
+               ticket_id: str | None) -> WriteResult:
+        with self._lock:
+            self._in_flight[author_id] += 1
+            self.max_overlap[author_id] = max(self.max_overlap[author_id],
+                                              self._in_flight[author_id])
+        try:
+            if self.failures:
+                raise self.failures.pop(0)
+            if self.hang == "before":
+                self._hang()
+            time.sleep(self.write_seconds)
+            with self._lock:
+                number = len(self.writes()) + 1
+                ticket = ticket_id or str(1000 + number)
+                result = WriteResult(ticket, f"{op}-{number}")
+                self._append({"op": op, "key": key, "author_id": author_id,
+                              "message_id": message_id, "ticket_id": ticket,
+                              "provider_id": result.provider_id, "pid": os.getpid()})
+            if self.on_write:
+                self.on_write()
+            if self.hang == "after":
+                self._hang()
+            return result
+        finally:
+            with self._lock:
+                self._in_flight[author_id] -= 1
+
+    @property
+    def hang_marker(self) -> Path:
+        return self.path.with_suffix(".hanging")
+
+    def _hang(self) -> None:
+        # Say where we are, then wait for the test to kill this process.
+        self.hang_marker.write_text(str(os.getpid()))
+        time.sleep(3600)
+
+    def _append(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+

@@ -1,0 +1,276 @@
+"""The pipeline against a recording test double of the helpdesk interface."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from integrations.config import Settings
+from integrations.errors import ProviderError, RateLimited
+from integrations.events import MessageKind
+from integrations.pipeline import RetryPolicy
+from integrations.runtime import Runtime
+from integrations.store import DeliveryStatus, ItemStatus
+from tests.conftest import FakeClock
+from tests.doubles import RecordingHelpdesk
+from tests.factories import agent_reply, message
+
+FAR_FUTURE = datetime.now(UTC) + timedelta(days=365)
+
+
+@pytest.fixture
+def helpdesk(tmp_path: Path) -> RecordingHelpdesk:
+    return RecordingHelpdesk("hd", tmp_path / "writes.jsonl")
+
+
+@pytest.fixture
+def runtime_for(
+    tmp_path: Path, make_settings: Callable[..., Settings], helpdesk: RecordingHelpdesk,
+    clock: FakeClock,
+) -> Iterator[Callable[..., Runtime]]:
+    made: list[Runtime] = []
+
+    def build(store_url: str | None = None, queue_url: str | None = None, **queue: object) -> Runtime:
+        settings = make_settings(store_url or f"sqlite:///{tmp_path}/store.db",
+                                 queue_url or f"sqlite:///{tmp_path}/queue.db", **queue)
+        rt = Runtime(settings, helpdesks={"hd": helpdesk}, clock=clock, rng=random.Random(7))
+        rt.upgrade_schema()
+        made.append(rt)
+        return rt
+
+    yield build
+    for rt in made:
+        rt.close()
+
+
+def drain(rt: Runtime) -> int:
+    """Run everything queued, including scheduled retries, in this thread."""
+    ran = 0
+    while True:
+        rt.queue.promote_scheduled(FAR_FUTURE)
+        step = rt.queue.run_pending()
+        if not step:
+            return ran
+        ran += step
+
+
+def test_same_item_accepted_three_times_is_processed_once(
+    backend: tuple[str, str], runtime_for: Callable[..., Runtime], helpdesk: RecordingHelpdesk,
+) -> None:
+    rt = runtime_for(*backend)
+    for _ in range(3):
+        rt.pipeline.accept([message("5")])
+    drain(rt)
+    assert len(rt.store.list_items()) == 1
+    assert [w["op"] for w in helpdesk.writes()] == ["create_ticket"]
+    (item,) = rt.store.list_items()
+    assert item.status == ItemStatus.DONE and item.attempts == 1
+
+
+def test_processing_a_done_item_again_does_nothing(
+    runtime_for: Callable[..., Runtime], helpdesk: RecordingHelpdesk,
+) -> None:
+    rt = runtime_for()
+    (item_id,) = rt.pipeline.accept([message("5")]).new_ids
+    assert rt.pipeline.process(item_id) == "done"
+    assert rt.pipeline.process(item_id) == "skipped"
+    assert len(helpdesk.writes()) == 1
+
+
+def test_reply_in_thread_lands_on_the_same_ticket(
+    runtime_for: Callable[..., Runtime], helpdesk: RecordingHelpdesk,
+) -> None:
+    rt = runtime_for()
+    rt.pipeline.accept([message("10", author_id="42")])
+    drain(rt)
+    rt.pipeline.accept([message("11", author_id="42", kind=MessageKind.REPLY, in_reply_to_id="10")])
+    drain(rt)
+    create, comment = helpdesk.writes()
+    assert (create["op"], comment["op"]) == ("create_ticket", "comment")
+    assert comment["ticket_id"] == create["ticket_id"]
+    link = rt.store.link_for_message("x", "1000", "11")
+    assert link is not None and link.rule == "thread" and link.ticket_id == create["ticket_id"]
+
+
+def test_own_messages_and_unmapped_accounts_write_nothing(
+    runtime_for: Callable[..., Runtime], helpdesk: RecordingHelpdesk,
+) -> None:
+    rt = runtime_for()
+    rt.pipeline.accept([message("1", is_own=True), message("2", account="999"),
+                        message("3", kind=MessageKind.RETWEET)])
+    drain(rt)
+    assert helpdesk.writes() == []
+    outcomes = sorted(i.outcome or "" for i in rt.store.list_items())
+    assert outcomes[0].startswith("ignore: a retweet")
+    assert outcomes[1].startswith("ignore: sent by the account itself")
+    assert outcomes[2] == "stored only: no mapping for x account 999"
+
+
+def test_failures_back_off_exponentially_with_jitter(
+    runtime_for: Callable[..., Runtime], helpdesk: RecordingHelpdesk, clock: FakeClock,
+) -> None:
+    rt = runtime_for(backoff_base_seconds=10.0, max_attempts=5)
+    helpdesk.failures = [ProviderError("zendesk", "unavailable", status=503)] * 3
+    (item_id,) = rt.pipeline.accept([message("1")]).new_ids
+    waits = []
+    for attempt in (1, 2, 3):
+        rt.pipeline.process(item_id)
+        item = rt.store.get_item(item_id)
+        assert item is not None and item.status == ItemStatus.RETRYING
+        assert item.attempts == attempt and "503" in (item.last_error or "")
+        waits.append((item.next_attempt_at - clock.now).total_seconds())
+        assert rt.pipeline.process(item_id) == "skipped"  # not due yet
+        clock.advance(waits[-1])
+    # Attempt n waits between half and all of base * 2^(n-1): 10, 20, 40 seconds.
+    for n, wait in enumerate(waits):
+        assert 10 * 2**n / 2 <= wait <= 10 * 2**n
+    assert rt.pipeline.process(item_id) == "done"
+    assert len(helpdesk.writes()) == 1
+
+
+def test_backoff_is_capped() -> None:
+    policy = RetryPolicy(base_seconds=5, max_seconds=60)
+    rng = random.Random(1)
+    assert all(30 <= policy.backoff(n, rng) <= 60 for n in range(5, 40))
+
+
+def test_retry_after_is_honoured_and_is_not_a_failure(
+    runtime_for: Callable[..., Runtime], helpdesk: RecordingHelpdesk, clock: FakeClock,
+) -> None:
+    rt = runtime_for(max_attempts=1)
+    helpdesk.failures = [RateLimited("zendesk", retry_after=120)] * 3
+    (item_id,) = rt.pipeline.accept([message("1")]).new_ids
+    for _ in range(3):
+        assert rt.pipeline.process(item_id) == "deferred"
+        item = rt.store.get_item(item_id)
+        assert item is not None
+        wait = (item.next_attempt_at - clock.now).total_seconds()
+        assert 120 <= wait <= 125
+        clock.advance(119)
+        assert rt.pipeline.process(item_id) == "skipped"  # never before the provider said
+        clock.advance(wait - 119)
+    # Three rate limits did not use up the single attempt allowed for failures.
+    assert rt.pipeline.process(item_id) == "done"
+    item = rt.store.get_item(item_id)
+    assert item is not None and item.deferrals == 3 and item.attempts == 1
+
+
+def test_after_max_attempts_item_is_dead_then_replayed(
+    runtime_for: Callable[..., Runtime], helpdesk: RecordingHelpdesk, clock: FakeClock,
+) -> None:
+    rt = runtime_for(max_attempts=3)
+    helpdesk.failures = [ConnectionError("reset by peer")] * 3
+    (item_id,) = rt.pipeline.accept([message("1")]).new_ids
+    outcomes = []
+    for _ in range(3):
+        clock.advance(3600)
+        outcomes.append(rt.pipeline.process(item_id))
+    assert outcomes == ["retry", "retry", "dead"]
+    (dead,) = rt.store.dead_letters()
+    assert dead.item_id == item_id and "reset by peer" in dead.reason and dead.attempts == 3
+    assert helpdesk.writes() == []
+
+    assert rt.pipeline.replay([item_id]) == [item_id]
+    drain(rt)
+    item = rt.store.get_item(item_id)
+    assert item is not None and item.status == ItemStatus.DONE
+    assert len(helpdesk.writes()) == 1 and rt.store.dead_letters() == []
+
+
+def test_permanent_refusal_is_dead_at_once(
+    runtime_for: Callable[..., Runtime], helpdesk: RecordingHelpdesk,
+) -> None:
+    rt = runtime_for()
+    helpdesk.failures = [ProviderError("zendesk", "RecordInvalid", status=422)]
+    (item_id,) = rt.pipeline.accept([message("1")]).new_ids
+    assert rt.pipeline.process(item_id) == "dead"
+    (delivery,) = rt.store.deliveries_for_item(item_id)
+    assert delivery.status == DeliveryStatus.FAILED  # certainly not written
+
+
+def test_item_type_without_handler_becomes_dead_letter(runtime_for: Callable[..., Runtime]) -> None:
+    rt = runtime_for()
+    (item_id,) = rt.pipeline.accept([agent_reply()]).new_ids
+    assert rt.pipeline.process(item_id) == "dead"
+    (dead,) = rt.store.dead_letters()
+    assert "no handler for 'agent_reply'" in dead.reason
+
+
+def test_sweeper_recovers_a_lost_task(
+    backend: tuple[str, str], runtime_for: Callable[..., Runtime], helpdesk: RecordingHelpdesk,
+    clock: FakeClock,
+) -> None:
+    rt = runtime_for(*backend, sweep_grace_seconds=60.0)
+    rt.pipeline.accept([message("1")])
+    rt.huey.flush()  # the queue loses its task (Redis restarted, say)
+    assert drain(rt) == 0 and helpdesk.writes() == []
+    assert rt.pipeline.sweep() == []  # within the grace period nothing is presumed lost
+    clock.advance(61)
+    assert len(rt.pipeline.sweep()) == 1
+    drain(rt)
+    assert len(helpdesk.writes()) == 1
+
+
+def test_worker_that_died_holding_an_item_is_recovered_by_sweep(
+    runtime_for: Callable[..., Runtime], helpdesk: RecordingHelpdesk, clock: FakeClock,
+) -> None:
+    rt = runtime_for(lease_seconds=30.0)
+    (item_id,) = rt.pipeline.accept([message("1")]).new_ids
+    rt.huey.flush()
+    assert rt.store.claim_item(item_id, "crashed-worker", clock.now, timedelta(seconds=30))
+    clock.advance(31)
+    assert rt.pipeline.sweep() == [item_id]
+    drain(rt)
+    item = rt.store.get_item(item_id)
+    assert item is not None and item.status == ItemStatus.DONE
+
+
+def test_busy_conversation_is_left_alone_and_retried(
+    runtime_for: Callable[..., Runtime], helpdesk: RecordingHelpdesk, clock: FakeClock,
+) -> None:
+    rt = runtime_for()
+    (item_id,) = rt.pipeline.accept([message("1", author_id="42")]).new_ids
+    rt.huey.flush()
+    assert rt.store.acquire_lease("x:1000:42", "other-worker", clock.now, timedelta(seconds=30))
+    assert rt.pipeline.process(item_id) == "busy"
+    item = rt.store.get_item(item_id)
+    assert item is not None and item.status == ItemStatus.ACCEPTED and item.attempts == 0
+    assert rt.huey.pending_count() == 1  # it comes back by itself (huey holds its eta)
+    rt.store.release_lease("x:1000:42", "other-worker")
+    drain(rt)
+    assert len(helpdesk.writes()) == 1
+
+
+def test_one_conversation_is_never_processed_by_two_workers_at_once(
+    backend: tuple[str, str], runtime_for: Callable[..., Runtime], helpdesk: RecordingHelpdesk,
+) -> None:
+    rt = runtime_for(*backend)
+    helpdesk.write_seconds = 0.02
+    rt.clock = rt.pipeline.clock = lambda: datetime.now(UTC)  # real time: workers run for real
+    events = [message(str(100 + i), author_id=str(i % 3)) for i in range(18)]
+    rt.pipeline.accept(events)
+    consumer = rt.consumer(workers=6, embedded=True)
+    consumer.start()
+    try:
+        deadline = datetime.now(UTC) + timedelta(seconds=60)
+        while len(helpdesk.writes()) < 18 and datetime.now(UTC) < deadline:
+            threading.Event().wait(0.05)
+    finally:
+        consumer.stop(graceful=True)
+    assert len(helpdesk.writes()) == 18
+    assert dict(helpdesk.max_overlap) == {"0": 1, "1": 1, "2": 1}
+    assert all(i.status == ItemStatus.DONE for i in rt.store.list_items())
+
+
+def test_accept_keeps_items_when_the_queue_is_down(
+    runtime_for: Callable[..., Runtime], helpdesk: RecordingHelpdesk, clock: FakeClock,
+) -> None:
+    rt = runtime_for(queue_url="redis://127.0.0.1:1/0")  # nothing listens on port 1
+    result = rt.pipeline.accept([message("1")])
+    item = rt.store.get_item(result.new_ids[0])
+    assert item is not None and item.status == ItemStatus.ACCEPTED

@@ -1,0 +1,148 @@
+"""The store on SQLite and on PostgreSQL: dedupe, claims, leases, retries, dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from integrations import migrate
+from integrations.store import DeliveryStatus, IdentityRecord, ItemStatus, LinkRecord, Store
+from tests.factories import agent_reply, message
+
+NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=60)
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    s = Store(store_url)
+    migrate.upgrade(s.engine)
+    yield s
+    s.dispose()
+
+
+def test_schema_is_at_head_after_upgrade(store: Store) -> None:
+    assert migrate.is_current(store.engine)
+    assert migrate.current_revision(store.engine) == migrate.head_revision(store.engine)
+
+
+def test_same_item_stored_three_times_is_one_row(store: Store) -> None:
+    first = store.add_items([message("1")], NOW)
+    second = store.add_items([message("1")], NOW)
+    third = store.add_items([message("1"), message("1"), message("2")], NOW)
+    assert len(first.new_ids) == 1 and second.new_ids == ()
+    assert second.duplicate_keys == (("x", "1000", "1"),)
+    assert len(third.new_ids) == 1  # only "2" is new
+    assert len(store.list_items()) == 2
+
+
+def test_item_round_trips_its_event(store: Store) -> None:
+    original = message("77", text="Ticket #48213 — nog steeds niks 😡")
+    (item_id,) = store.add_items([original], NOW).new_ids
+    item = store.get_item(item_id)
+    assert item is not None
+    assert item.event == original
+    assert item.received_at == NOW and item.received_at.tzinfo is not None
+    assert item.status == ItemStatus.ACCEPTED
+
+
+def test_different_event_types_do_not_collide(store: Store) -> None:
+    result = store.add_items([message("9001"), agent_reply("9001")], NOW)
+    assert len(result.new_ids) == 2
+
+
+def test_claim_is_exclusive_until_it_runs_out(store: Store) -> None:
+    (item_id,) = store.add_items([message("1")], NOW).new_ids
+    assert store.claim_item(item_id, "a", NOW, LEASE) is not None
+    assert store.claim_item(item_id, "b", NOW + timedelta(seconds=30), LEASE) is None
+    taken = store.claim_item(item_id, "b", NOW + timedelta(seconds=61), LEASE)
+    assert taken is not None and taken.attempts == 2
+    assert not store.finish_item(item_id, "a", NOW, "late")  # a lost its claim
+    assert store.finish_item(item_id, "b", NOW, "ok")
+    assert store.claim_item(item_id, "c", NOW + timedelta(days=1), LEASE) is None
+
+
+def test_claim_waits_for_next_attempt_time(store: Store) -> None:
+    (item_id,) = store.add_items([message("1")], NOW).new_ids
+    store.claim_item(item_id, "a", NOW, LEASE)
+    store.retry_item(item_id, "a", NOW, NOW + timedelta(seconds=10), "boom")
+    assert store.claim_item(item_id, "a", NOW + timedelta(seconds=9), LEASE) is None
+    assert store.claim_item(item_id, "a", NOW + timedelta(seconds=10), LEASE) is not None
+
+
+def test_deferral_does_not_count_as_attempt(store: Store) -> None:
+    (item_id,) = store.add_items([message("1")], NOW).new_ids
+    store.claim_item(item_id, "a", NOW, LEASE)
+    store.retry_item(item_id, "a", NOW, NOW, "429", counts_as_attempt=False)
+    item = store.get_item(item_id)
+    assert item is not None and (item.attempts, item.deferrals) == (0, 1)
+
+
+def test_lease_is_exclusive_and_expires(store: Store) -> None:
+    assert store.acquire_lease("conv", "a", NOW, LEASE)
+    assert store.acquire_lease("conv", "a", NOW, LEASE)  # re-entrant for its owner
+    assert not store.acquire_lease("conv", "b", NOW + timedelta(seconds=59), LEASE)
+    assert store.acquire_lease("other", "b", NOW, LEASE)
+    assert store.acquire_lease("conv", "b", NOW + timedelta(seconds=61), LEASE)
+    store.release_lease("conv", "a")  # not a's any more: no effect
+    assert not store.acquire_lease("conv", "c", NOW + timedelta(seconds=62), LEASE)
+    store.release_lease("conv", "b")
+    assert store.acquire_lease("conv", "c", NOW + timedelta(seconds=62), LEASE)
+
+
+def test_dead_letter_is_kept_listed_and_replayable(store: Store) -> None:
+    (item_id,) = store.add_items([message("1")], NOW).new_ids
+    store.claim_item(item_id, "a", NOW, LEASE)
+    assert store.kill_item(item_id, "a", NOW, "ProviderError: 422")
+    assert [d.item_id for d in store.dead_letters()] == [item_id]
+    assert [i.id for i in store.list_items(ItemStatus.DEAD)] == [item_id]
+    assert store.replay(None, NOW) == [item_id]
+    assert store.dead_letters() == []
+    item = store.get_item(item_id)
+    assert item is not None and item.status == ItemStatus.ACCEPTED and item.attempts == 0
+    assert store.replay([item_id], NOW) == []  # not dead any more
+
+
+def test_sweep_finds_overdue_and_abandoned_items(store: Store) -> None:
+    overdue, abandoned, fresh = store.add_items(
+        [message("1", author_id="1"), message("2", author_id="2"),
+         message("3", author_id="3")], NOW).new_ids
+    store.claim_item(abandoned, "dead-worker", NOW, LEASE)
+    later = NOW + timedelta(seconds=90)
+    store.add_items([message("4", author_id="4")], later)
+    found = store.due_for_sweep(later + timedelta(seconds=1), timedelta(seconds=60))
+    assert set(found) == {overdue, abandoned, fresh}
+    # Found items are due "now": the next sweep within the grace does not find them again.
+    assert store.due_for_sweep(later + timedelta(seconds=2), timedelta(seconds=60)) == [abandoned]
+
+
+def test_delivery_intent_then_outcome(store: Store) -> None:
+    (item_id,) = store.add_items([message("1")], NOW).new_ids
+    record, fresh = store.begin_delivery("k1", item_id, "hd", "create_ticket", NOW)
+    assert fresh and record.status == DeliveryStatus.INTENT
+    again, fresh_again = store.begin_delivery("k1", item_id, "hd", "create_ticket", NOW)
+    assert not fresh_again and again.status == DeliveryStatus.INTENT
+    store.complete_delivery("k1", "1001/c-1", NOW)
+    (done,) = store.deliveries_for_item(item_id)
+    assert (done.status, done.provider_id) == (DeliveryStatus.DONE, "1001/c-1")
+
+
+def test_links_identities_cursors(store: Store) -> None:
+    link = LinkRecord("1", "hd", "1001", "create", "new", "no ticket yet", True, True,
+                      conversation_id="1", author_id="42", channel="x", account="1000")
+    store.record_link(None, link, NOW)
+    store.record_link(None, link.__class__(**{**link.__dict__, "ticket_id": "999"}), NOW)
+    assert store.link_for_message("x", "1000", "1") == link  # the first link stands
+    assert store.links_for_ticket("hd", "1001") == [link]
+
+    pending = IdentityRecord("x", "42", "user42", "hd", "7", "pending", "1001")
+    store.save_identity(pending, NOW)
+    store.save_identity(IdentityRecord("x", "42", "user42", "hd", "7", "verified", None), NOW)
+    assert [i.status for i in store.identities_for("x", "42")] == ["verified"]
+
+    assert store.get_cursor("x", "1000", "mentions") is None
+    store.set_cursor("x", "1000", "mentions", "1850", NOW)
+    store.set_cursor("x", "1000", "mentions", "1851", NOW)
+    assert store.get_cursor("x", "1000", "mentions") == "1851"

@@ -1,0 +1,91 @@
+"""The Flask web tier: `create_app(settings)` mounts each provider's webhook blueprint.
+
+Views only verify, parse and `accept()`; everything slow happens in workers. Errors become
+JSON bodies with a reason, and status codes chosen for the sender's retry logic: 4xx for what
+a retry cannot fix, 2xx once the event is stored, 5xx only where a retry should happen.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, abort, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from integrations.config import Settings
+from integrations.errors import (
+    ConfigurationError,
+    DeskbridgeError,
+    PayloadError,
+    StoreUnavailable,
+    VerificationError,
+)
+from integrations.providers import CHANNEL_BLUEPRINTS, HELPDESK_BLUEPRINTS
+from integrations.runtime import Runtime
+
+log = logging.getLogger("deskbridge.web")
+
+STATUS_FOR_ERROR: list[tuple[type[DeskbridgeError], int, str]] = [
+    (VerificationError, 401, "unverified"),
+    (PayloadError, 400, "bad_payload"),
+    (StoreUnavailable, 503, "store_unavailable"),
+    (ConfigurationError, 500, "misconfigured"),
+]
+
+
+def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Flask:
+    """The web application for these settings (a new `Runtime` unless one is given)."""
+    runtime = runtime or Runtime(settings)
+    app = Flask("deskbridge")
+    app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
+    app.extensions["deskbridge"] = runtime
+    for name, factory in CHANNEL_BLUEPRINTS.items():
+        app.register_blueprint(factory(runtime), url_prefix=f"/webhooks/{name}")
+    for name, factory in HELPDESK_BLUEPRINTS.items():
+        app.register_blueprint(factory(runtime), url_prefix=f"/webhooks/{name}")
+    app.before_request(_refuse_oversized)
+    app.add_url_rule("/healthz", "healthz", lambda: jsonify(status="ok"))
+    app.add_url_rule("/readyz", "readyz", lambda: _readyz(runtime))
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(DeskbridgeError, _deskbridge_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    return app
+
+
+def _refuse_oversized() -> None:
+    # Checked before any view reads the body, so every route answers 413 the same way.
+    limit = request.max_content_length
+    if limit is not None and request.content_length is not None and request.content_length > limit:
+        abort(413, description=f"body larger than the limit of {limit} bytes")
+
+
+def _readyz(runtime: Runtime) -> tuple[Response, int]:
+    ready, details = runtime.readiness()
+    return jsonify(status="ready" if ready else "not_ready", **details), 200 if ready else 503
+
+
+def error_body(status: int, error: str, reason: str) -> tuple[Response, int]:
+    return jsonify(error=error, reason=reason), status
+
+
+def _http_error(err: HTTPException) -> tuple[Response, int]:
+    status = err.code or 500
+    name = (err.name or "error").lower().replace(" ", "_")
+    return error_body(status, name, err.description or name)
+
+
+def _deskbridge_error(err: DeskbridgeError) -> tuple[Response, int]:
+    for cls, status, name in STATUS_FOR_ERROR:
+        if isinstance(err, cls):
+            if status >= 500:
+                log.error("request failed", extra={"error": str(err), "path": request.path})
+            return error_body(status, name, str(err))
+    return _unexpected_error(err)
+
+
+def _unexpected_error(err: Exception) -> Any:
+    if isinstance(err, HTTPException):
+        return _http_error(err)
+    log.exception("unexpected error", extra={"path": request.path})
+    return error_body(500, "internal_error", "unexpected error; it has been logged")
