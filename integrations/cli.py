@@ -22,7 +22,7 @@ import click
 from integrations.config import Settings, load_settings
 from integrations.errors import ConfigError, DeskbridgeError
 from integrations.logs import configure_logging
-from integrations.runtime import Runtime
+from integrations.runtime import Runtime, run_worker
 from integrations.store import ItemStatus
 
 log = logging.getLogger("deskbridge.cli")
@@ -141,15 +141,7 @@ def worker(config_path: str | None, workers: int | None) -> None:
         runtime.require_current_schema()
     except DeskbridgeError as err:
         _fail(str(err))
-    stop = threading.Event()
-    runtime.start_sweeper(stop)
-    log.info("deskbridge worker running", extra={"pid": os.getpid()})
-    try:
-        runtime.consumer(workers).run()  # SIGTERM and SIGINT: finish current items, then stop
-    finally:
-        stop.set()
-        runtime.close()
-        log.info("deskbridge worker stopped cleanly", extra={"pid": os.getpid()})
+    run_worker(runtime, workers)
 
 
 # ---------------------------------------------------------------- operations

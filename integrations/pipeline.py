@@ -171,8 +171,8 @@ class Pipeline:
         """
         now = self.clock()
         result = self.store.add_items(events, now)
-        for event in events:
-            status = "duplicate" if event.natural_key in result.duplicate_keys else "accepted"
+        for event, is_new in zip(events, result.is_new, strict=True):
+            status = "accepted" if is_new else "duplicate"
             log.info(status, extra={"key": "/".join(event.natural_key), "event": status})
         for item_id in result.new_ids:
             try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,20 +81,25 @@ class TaskQueue:
         except Exception as err:
             raise QueueUnavailable(f"queue not ready: {type(err).__name__}: {err}") from err
 
-    def run_pending(self, limit: int = 1000) -> int:
-        """Run queued tasks in this thread until none is left (for tests and one-shot runs)."""
+    def run_pending(self, limit: int = 1000, as_of: datetime | None = None) -> int:
+        """Run queued tasks in this thread until none is left (for tests and one-shot runs).
+
+        `as_of` runs delayed tasks as if that time had come (the store still decides whether
+        their item is due); by default a delayed task goes back to huey's schedule.
+        """
         ran = 0
+        timestamp = as_of.astimezone(UTC).replace(tzinfo=None) if as_of else None
         while ran < limit:
             task = self.huey.dequeue()
             if task is None:
                 break
-            self.huey.execute(task)
+            self.huey.execute(task, timestamp=timestamp)
             ran += 1
         return ran
 
     def promote_scheduled(self, until: datetime | None = None) -> int:
         """Move scheduled tasks due by `until` (default: now) onto the queue."""
-        tasks = self.huey.read_schedule(until.replace(tzinfo=None) if until else None)
+        tasks = self.huey.read_schedule(until.astimezone(UTC).replace(tzinfo=None) if until else None)
         for task in tasks:
             self.huey.enqueue(task)
         return len(tasks)

@@ -6,6 +6,7 @@ Built from validated settings by `Runtime(settings)`; nothing here runs at impor
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 from collections.abc import Mapping
@@ -135,6 +136,19 @@ class Runtime:
     def close(self) -> None:
         self.store.dispose()
         self.huey.storage.close()
+
+
+def run_worker(runtime: Runtime, workers: int | None = None) -> None:
+    """Process items until SIGTERM or SIGINT, which finish the current items, then stop."""
+    stop = threading.Event()
+    runtime.start_sweeper(stop)
+    log.info("deskbridge worker running", extra={"pid": os.getpid()})
+    try:
+        runtime.consumer(workers).run()
+    finally:
+        stop.set()
+        runtime.close()
+        log.info("deskbridge worker stopped cleanly", extra={"pid": os.getpid()})
 
 
 class _EmbeddedConsumer(Consumer):  # type: ignore[misc]

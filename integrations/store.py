@@ -263,10 +263,11 @@ class ItemRecord:
 
 @dataclass(frozen=True)
 class AcceptResult:
-    """What `Store.add_items` did: the ids of new items, and the keys already stored."""
+    """What `Store.add_items` did: the ids of new items, and for each event given, in order,
+    whether it was new (False: stored before, or repeated earlier in the same batch)."""
 
     new_ids: tuple[int, ...]
-    duplicate_keys: tuple[tuple[str, str, str], ...]
+    is_new: tuple[bool, ...]
 
 
 @dataclass(frozen=True)
@@ -440,8 +441,11 @@ class Store:
         with self.session() as s:
             inserted = s.execute(stmt).all()
         new_keys = {(r.channel, r.account, r.provider_id) for r in inserted}
-        duplicates = tuple(ev.natural_key for ev in events if ev.natural_key not in new_keys)
-        return AcceptResult(tuple(sorted(r.id for r in inserted)), duplicates)
+        is_new = []
+        for ev in events:  # a key is new once; a repeat, even in this batch, is a duplicate
+            is_new.append(ev.natural_key in new_keys)
+            new_keys.discard(ev.natural_key)
+        return AcceptResult(tuple(sorted(r.id for r in inserted)), tuple(is_new))
 
     @staticmethod
     def _item_row(ev: Event, now: datetime) -> dict[str, Any]:
@@ -487,7 +491,7 @@ class Store:
         """How many items there are in each status."""
         stmt = select(InboxItem.status, func.count()).group_by(InboxItem.status)
         with self.session() as s:
-            counts = {status: n for status, n in s.execute(stmt).tuples()}
+            counts: dict[str, int] = {status: n for status, n in s.execute(stmt)}
         return {status: counts.get(status, 0) for status in ItemStatus.ALL}
 
     def claim_item(

@@ -127,14 +127,27 @@ helpdesk = "hd"
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path, queue_name: str) -> Callable[..., Settings]:
+def make_config(tmp_path: Path, queue_name: str) -> Callable[..., Path]:
+    """A config file for a store and queue URL, one X channel mapped to helpdesk "hd"."""
+
+    def make(store_url: str, queue_url: str, **queue: Any) -> Path:
+        extra = "\n".join(f"{k} = {v!r}" for k, v in queue.items())
+        path = tmp_path / "deskbridge.toml"
+        path.write_text(SETTINGS_TEMPLATE.format(store_url=store_url, queue_url=queue_url,
+                                                 queue_name=queue_name, queue_extra=extra))
+        return path
+
+    return make
+
+
+@pytest.fixture
+def make_settings(make_config: Callable[..., Path]) -> Callable[..., Settings]:
     """Settings for a store and queue URL, one X channel mapped to helpdesk "hd"."""
 
     def make(store_url: str, queue_url: str, **queue: Any) -> Settings:
-        extra = "\n".join(f"{k} = {v!r}" for k, v in queue.items())
-        text = SETTINGS_TEMPLATE.format(store_url=store_url, queue_url=queue_url,
-                                        queue_name=queue_name, queue_extra=extra)
-        return parse_settings(text, source="test.toml", base_dir=tmp_path, environ={})
+        path = make_config(store_url, queue_url, **queue)
+        return parse_settings(path.read_text(), source=str(path), base_dir=path.parent,
+                              environ={})
 
     return make
 

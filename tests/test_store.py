@@ -33,8 +33,8 @@ def test_same_item_stored_three_times_is_one_row(store: Store) -> None:
     second = store.add_items([message("1")], NOW)
     third = store.add_items([message("1"), message("1"), message("2")], NOW)
     assert len(first.new_ids) == 1 and second.new_ids == ()
-    assert second.duplicate_keys == (("x", "1000", "1"),)
-    assert len(third.new_ids) == 1  # only "2" is new
+    assert second.is_new == (False,)
+    assert len(third.new_ids) == 1 and third.is_new == (False, False, True)  # only "2" is new
     assert len(store.list_items()) == 2
 
 

@@ -1,0 +1,77 @@
+"""The `deskbridge` command: config check, db upgrade, events, replay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from integrations.cli import cli
+from integrations.config import load_settings
+from integrations.runtime import Runtime
+from tests.factories import message
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_config_check_accepts_the_example_and_shows_no_secret() -> None:
+    code, out, _ = invoke("config", "check", "--config", str(ROOT / "deskbridge.example.toml"))
+    assert code == 0 and "valid" in out
+    assert '"consumer_secret": "[redacted]"' in out
+    assert "demo-consumer-secret" not in out
+
+
+def test_config_check_names_the_key_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[helpdesks.zd]\ntype = "zendesk"\nemail = "a@b.example"\ntoken = "t"\n\n'
+                   '[[mappings]]\nname = "m"\nchannel = "nope"\nhelpdesk = "zd"\n')
+    code, _, err = invoke("config", "check", "--config", str(bad))
+    assert code == 2
+    assert "helpdesks.zd.subdomain: required setting is missing" in err
+    assert f"mappings[0].channel: unknown channel 'nope'" in err and "line 8" in err
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    code, _, err = invoke("config", "check", "--config", str(tmp_path / "absent.toml"))
+    assert code == 2 and "absent.toml" in err and "not found" in err
+
+
+def test_db_upgrade_events_and_replay(
+    tmp_path: Path, make_config: Callable[..., Path],
+) -> None:
+    config = make_config(f"sqlite:///{tmp_path}/s.db", f"sqlite:///{tmp_path}/q.db")
+    code, out, _ = invoke("db", "upgrade", "--config", str(config))
+    assert code == 0 and "store schema at revision 0001" in out
+
+    runtime = Runtime(load_settings(config))
+    done_id, dead_id = runtime.pipeline.accept([message("1"), message("2", author_id="7")]).new_ids
+    now = datetime.now(UTC)
+    for item_id, owner in ((done_id, "w1"), (dead_id, "w2")):
+        runtime.store.claim_item(item_id, owner, now, timedelta(seconds=60))
+    runtime.store.finish_item(done_id, "w1", now, "comment on hd ticket 1")
+    runtime.store.kill_item(dead_id, "w2", now, "ProviderError: zendesk: gone (HTTP 410)")
+
+    code, out, _ = invoke("events", "--config", str(config), "--status", "dead")
+    assert code == 0
+    assert out.split()[:4] == [str(dead_id), "dead", "1x", "x/1000/2"]
+    assert "HTTP 410" in out and "x/1000/1" not in out
+
+    code, out, err = invoke("replay", "--config", str(config), str(dead_id), str(done_id))
+    assert f"replayed 1 item(s): {dead_id}" in out
+    assert code == 1 and f"not dead letters (or unknown): {done_id}" in err
+    item = runtime.store.get_item(dead_id)
+    assert item is not None and item.status == "accepted"
+    assert runtime.huey.pending_count() >= 1  # back on the queue for the workers
+    runtime.close()
+
+
+def test_replay_needs_ids_or_all() -> None:
+    code, _, err = invoke("replay")
+    assert code == 2 and "--all" in err

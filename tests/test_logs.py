@@ -1,0 +1,52 @@
+"""Structured logs: one line per accepted item and per outcome, keyed; secrets redacted."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from integrations.config import Settings
+from integrations.logs import configure_logging
+from integrations.runtime import Runtime
+from tests.doubles import RecordingHelpdesk
+from tests.factories import message
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    handler = configure_logging("INFO", "json", ["cs-test-secret-value"], stream)
+    yield stream
+    logging.getLogger().removeHandler(handler)
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_one_json_line_per_accepted_item_and_outcome(
+    tmp_path: Path, make_settings: Callable[..., Settings], json_log: io.StringIO,
+) -> None:
+    settings = make_settings(f"sqlite:///{tmp_path}/s.db", f"sqlite:///{tmp_path}/q.db")
+    runtime = Runtime(settings, helpdesks={"hd": RecordingHelpdesk("hd", tmp_path / "w")})
+    runtime.upgrade_schema()
+    (item_id,) = runtime.pipeline.accept([message("5"), message("5")]).new_ids
+    runtime.pipeline.process(item_id)
+    keyed = [(line["event"], line["key"]) for line in lines(json_log) if "event" in line]
+    assert keyed == [("accepted", "x/1000/5"), ("duplicate", "x/1000/5"), ("done", "x/1000/5")]
+    done = [line for line in lines(json_log) if line.get("event") == "done"][0]
+    assert str(done["outcome"]).startswith("create on hd ticket 1001")
+    runtime.close()
+
+
+def test_a_secret_that_slips_into_a_log_line_is_redacted(json_log: io.StringIO) -> None:
+    logging.getLogger("deskbridge.test").warning(
+        "provider said: bad token cs-test-secret-value", extra={"detail": "cs-test-secret-value"})
+    (line,) = lines(json_log)
+    assert "cs-test-secret-value" not in json_log.getvalue()
+    assert line["msg"] == "provider said: bad token [redacted]" and line["detail"] == "[redacted]"
