@@ -1,6 +1,6 @@
 # deskbridge, in two commands:
 #   make run    start deskbridge on its embedded defaults (deskbridge.example.toml)
-#   make test   run the whole test suite
+#   make test   run the whole test suite (ruff and mypy first, then pytest)
 # Each creates .venv on first use and installs the locked versions from requirements.lock.
 
 PYTHON ?= python3
@@ -13,7 +13,7 @@ STAMP = $(VENV)/.deskbridge-installed
 run: $(STAMP)
 	$(BIN)/deskbridge run --config deskbridge.example.toml
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

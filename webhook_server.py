@@ -8,7 +8,6 @@ a retry cannot fix, 2xx once the event is stored, 5xx only where a retry should 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from flask import Flask, Response, abort, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -84,7 +83,7 @@ def _deskbridge_error(err: DeskbridgeError) -> tuple[Response, int]:
     return _unexpected_error(err)
 
 
-def _unexpected_error(err: Exception) -> Any:
+def _unexpected_error(err: Exception) -> tuple[Response, int]:
     if isinstance(err, HTTPException):
         return _http_error(err)
     log.exception("unexpected error", extra={"path": request.path})

@@ -127,7 +127,7 @@ class Deletion:
 
 Event: TypeAlias = SocialMessage | AgentReply | Deletion
 
-EVENT_TYPES: dict[str, type[SocialMessage] | type[AgentReply] | type[Deletion]] = {
+EVENT_TYPES: dict[str, type[SocialMessage | AgentReply | Deletion]] = {
     "message": SocialMessage,
     "agent_reply": AgentReply,
     "deletion": Deletion,

@@ -51,7 +51,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Exponential backoff with "equal jitter": half fixed, half random, capped."""
-        ceiling = min(self.max_seconds, self.base_seconds * 2 ** max(0, attempt - 1))
+        ceiling = min(self.max_seconds, self.base_seconds * float(2 ** max(0, attempt - 1)))
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
     def after_retry_after(self, retry_after: float, rng: random.Random) -> float:
@@ -212,7 +212,7 @@ class Pipeline:
             if handler is None:
                 raise Permanent(f"no handler for {item.event_type!r} items yet")
             outcome = handler(Work(self, item, item.event))
-        except Exception as err:  # every failure is settled; none may lose the item
+        except Exception as err:  # noqa: BLE001 -- every failure is settled; none may lose the item
             return self._settle_failure(item, owner, err)
         self.store.finish_item(item.id, owner, self.clock(), outcome)
         log.info("done", extra=_kv(item, event="done", outcome=outcome, attempts=item.attempts))

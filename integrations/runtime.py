@@ -36,7 +36,7 @@ class SettingsRouter:
         self._settings = settings
         self._helpdesks: dict[str, Helpdesk] = dict(helpdesks or {})
         self._lock = threading.Lock()
-        self._channel_names = {
+        self._channel_names: dict[tuple[str, str], str] = {
             (channel.type, channel.account_id): name for name, channel in settings.channels.items()
         }
 

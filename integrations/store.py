@@ -44,7 +44,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
-from sqlalchemy.sql.dml import Insert
 
 from integrations.errors import StoreUnavailable
 from integrations.events import Event, event_type_name, from_record, to_record
@@ -376,7 +375,7 @@ def _sqlite_on_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _upsert(dialect_name: str, model: type[Base]) -> Insert:
+def _upsert(dialect_name: str, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
     if dialect_name == "postgresql":
         return postgresql.insert(model)
     return sqlite.insert(model)

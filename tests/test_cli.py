@@ -35,7 +35,7 @@ def test_config_check_names_the_key_and_line(tmp_path: Path) -> None:
     code, _, err = invoke("config", "check", "--config", str(bad))
     assert code == 2
     assert "helpdesks.zd.subdomain: required setting is missing" in err
-    assert f"mappings[0].channel: unknown channel 'nope'" in err and "line 8" in err
+    assert "mappings[0].channel: unknown channel 'nope'" in err and "line 8" in err
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:

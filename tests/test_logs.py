@@ -39,7 +39,7 @@ def test_one_json_line_per_accepted_item_and_outcome(
     runtime.pipeline.process(item_id)
     keyed = [(line["event"], line["key"]) for line in lines(json_log) if "event" in line]
     assert keyed == [("accepted", "x/1000/5"), ("duplicate", "x/1000/5"), ("done", "x/1000/5")]
-    done = [line for line in lines(json_log) if line.get("event") == "done"][0]
+    done = next(line for line in lines(json_log) if line.get("event") == "done")
     assert str(done["outcome"]).startswith("create on hd ticket 1001")
     runtime.close()
 

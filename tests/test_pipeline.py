@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -251,7 +252,8 @@ def test_one_conversation_is_never_processed_by_two_workers_at_once(
 ) -> None:
     rt = runtime_for(*backend)
     helpdesk.write_seconds = 0.02
-    rt.clock = rt.pipeline.clock = lambda: datetime.now(UTC)  # real time: workers run for real
+    rt.pipeline.clock = lambda: datetime.now(UTC)  # real time: workers run for real
+    rt.pipeline.policy = dataclasses.replace(rt.pipeline.policy, busy_retry_seconds=0.1)
     events = [message(str(100 + i), author_id=str(i % 3)) for i in range(18)]
     rt.pipeline.accept(events)
     consumer = rt.consumer(workers=6, embedded=True)

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 def readme_commands() -> dict[str, str]:
     """The commands under the README's "Two commands" heading, by their comment."""
-    block = re.search(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    block = re.search(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
     assert block, "README.md has no ```sh block with the two commands"
     commands = {}
     for line in block.group(1).strip().splitlines():
