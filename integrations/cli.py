@@ -13,7 +13,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any, NoReturn, TypeVar
 
@@ -60,6 +61,18 @@ def build_runtime(settings: Settings) -> Runtime:
         return Runtime(settings)
     except DeskbridgeError as err:
         _fail(str(err))
+
+
+@contextmanager
+def opened(config_path: str | None) -> Iterator[Runtime]:
+    """A runtime for a one-shot command (quiet logs); a DeskbridgeError exits 1, cleanly."""
+    runtime = build_runtime(load(config_path, quiet_logs=True))
+    try:
+        yield runtime
+    except DeskbridgeError as err:
+        _fail(str(err))
+    finally:
+        runtime.close()
 
 
 @click.group()
@@ -118,14 +131,9 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     """The web tier alone, under gunicorn (run `deskbridge worker` beside it)."""
     from integrations.serving import GunicornApp
 
-    settings = load(config_path)
-    runtime = build_runtime(settings)
-    try:
+    with opened(config_path) as runtime:
         runtime.require_current_schema()
-    except DeskbridgeError as err:
-        _fail(str(err))
-    finally:
-        runtime.close()
+        settings = runtime.settings
     bind = f"{host or settings.server.host}:{port if port is not None else settings.server.port}"
     GunicornApp(config_path, {"bind": bind, "workers": workers}).run()
 
@@ -155,15 +163,9 @@ def worker(config_path: str | None, workers: int | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def events(config_path: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """List inbox items, newest first, with their status and last error."""
-    settings = load(config_path, quiet_logs=True)
-    runtime = build_runtime(settings)
-    try:
+    with opened(config_path) as runtime:
         items = runtime.store.list_items(status, limit)
         counts = runtime.store.count_items()
-    except DeskbridgeError as err:
-        _fail(str(err))
-    finally:
-        runtime.close()
     for item in items:
         row = {
             "id": item.id, "key": "/".join(item.natural_key), "type": item.event_type,
@@ -190,14 +192,8 @@ def replay(config_path: str | None, item_ids: Sequence[int], replay_all: bool) -
     """Send dead letters round again (by id, or --all)."""
     if not item_ids and not replay_all:
         _fail("name the item ids to replay, or pass --all", 2)
-    settings = load(config_path, quiet_logs=True)
-    runtime = build_runtime(settings)
-    try:
+    with opened(config_path) as runtime:
         replayed = runtime.pipeline.replay(None if replay_all else list(item_ids))
-    except DeskbridgeError as err:
-        _fail(str(err))
-    finally:
-        runtime.close()
     missing = sorted(set(item_ids) - set(replayed))
     click.echo(f"replayed {len(replayed)} item(s)" + (f": {', '.join(map(str, replayed))}"
                                                       if replayed else ""))
@@ -228,14 +224,8 @@ def db() -> None:
 @config_option
 def db_upgrade(config_path: str | None) -> None:
     """Migrate the store to the newest schema."""
-    settings = load(config_path, quiet_logs=True)
-    runtime = build_runtime(settings)
-    try:
+    with opened(config_path) as runtime:
         revision = runtime.upgrade_schema()
-    except DeskbridgeError as err:
-        _fail(str(err))
-    finally:
-        runtime.close()
     click.echo(f"store schema at revision {revision}")
 
 

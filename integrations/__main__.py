@@ -1,0 +1,5 @@
+"""`python -m integrations` is the `deskbridge` command."""
+
+from integrations.cli import main
+
+main()
