@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml requirements.lock
 lock:
 	rm -rf .lock-venv
 	$(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/python -m pip install --quiet --upgrade -e '.[dev]' setuptools
+	.lock-venv/bin/python -m pip install --quiet --upgrade -e '.[dev]'
 	echo "# Pinned by 'make lock' from pyproject.toml; 'make run' and 'make test' install exactly these." > requirements.lock
 	.lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v '^pip==' >> requirements.lock
 	rm -rf .lock-venv

@@ -27,6 +27,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from integrations.errors import ConfigError, ConfigProblem
@@ -185,6 +186,18 @@ class MappingSettings(BaseModel):
     open_tickets_for: list[TicketTrigger] = Field(default_factory=_every_ticket_trigger)
     include_retweets: bool = False
     tags: list[str] = Field(default_factory=list)
+    # An answer longer than one post: "thread" (numbered posts) or "truncate" (cut, with a
+    # link to the whole answer: reply_link, where {ticket_id} stands for the ticket's id).
+    long_replies: Literal["thread", "truncate"] = "thread"
+    reply_link: str | None = None
+
+    @model_validator(mode="after")
+    def _truncate_needs_a_link(self) -> MappingSettings:
+        if self.long_replies == "truncate" and not self.reply_link:
+            raise ValueError('long_replies = "truncate" needs reply_link (the full answer)')
+        if self.reply_link and "{ticket_id}" not in self.reply_link:
+            raise ValueError("reply_link must contain {ticket_id}")
+        return self
 
 
 class _ReferenceErrors(ValueError):

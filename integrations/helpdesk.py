@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from integrations.events import SocialMessage, SocialUser
+from integrations.events import Deletion, SocialMessage, SocialUser
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,15 @@ class NewComment:
 
 
 @dataclass(frozen=True)
+class DeletionNotice:
+    """The customer deleted a message that is on a ticket: say so, and redact if asked."""
+
+    ticket_id: str
+    deletion: Deletion
+    redact: bool = False
+
+
+@dataclass(frozen=True)
 class WriteResult:
     """What a write produced: the ticket it touched and the provider's id of the new thing."""
 
@@ -81,6 +90,10 @@ class Helpdesk(Protocol):
 
     def add_comment(self, request: NewComment, idempotency_key: str) -> WriteResult:
         """Add the message to an existing ticket."""
+        ...
+
+    def record_deletion(self, request: DeletionNotice, idempotency_key: str) -> WriteResult:
+        """Note on the ticket that the customer deleted the message (redacting if asked)."""
         ...
 
     def find_write(self, idempotency_key: str) -> WriteResult | None:

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from integrations.channels import Channel
 from integrations.errors import ConfigurationError, DeskbridgeError, PayloadError, ProviderError
-from integrations.events import Event, SocialMessage
-from integrations.helpdesk import Helpdesk, NewComment, NewTicket, WriteResult
+from integrations.events import AgentReply, Deletion, Event, MessageKind, SocialMessage
+from integrations.helpdesk import DeletionNotice, Helpdesk, NewComment, NewTicket, WriteResult
 from integrations.linking import Action, LinkFacts, LinkRules, ThreadParent, decide
 from integrations.queue import QueueUnavailable, TaskQueue
 from integrations.store import AcceptResult, DeliveryStatus, ItemRecord, LinkRecord, Store
@@ -67,11 +68,21 @@ class Route:
     helpdesk: Helpdesk
     rules: LinkRules
     tags: tuple[str, ...] = ()
+    long_replies: str = "thread"
+    reply_link: str | None = None
 
 
 class Router(Protocol):
     def route(self, channel: str, account: str) -> Route | None:
         """The route for messages of this channel account, or None when none is mapped."""
+        ...
+
+    def helpdesk(self, name: str) -> Helpdesk:
+        """The configured helpdesk of this name; raises ConfigurationError if there is none."""
+        ...
+
+    def channel(self, kind: str, account: str) -> Channel:
+        """The configured channel for this account; raises ConfigurationError if none."""
         ...
 
 
@@ -107,12 +118,12 @@ class Work:
         key = ":".join((*self.item.natural_key, operation))
         record, fresh = store.begin_delivery(key, self.item.id, target, operation, self.now)
         if record.status == DeliveryStatus.DONE and record.provider_id is not None:
-            return _parse_written(record.provider_id)
+            return WriteResult(record.ticket_id or "", record.provider_id)
         if not fresh and record.status == DeliveryStatus.INTENT:
             found = find(key)
             if found is not None:
                 log.info("write found after unknown outcome", extra=_kv(self.item, key=key))
-                store.complete_delivery(key, _format_written(found), self.now)
+                store.complete_delivery(key, found.ticket_id, found.provider_id, self.now)
                 return found
         try:
             result = write(key)
@@ -120,17 +131,8 @@ class Work:
             if err.is_permanent:
                 store.fail_delivery(key, str(err), self.now)
             raise
-        store.complete_delivery(key, _format_written(result), self.now)
+        store.complete_delivery(key, result.ticket_id, result.provider_id, self.now)
         return result
-
-
-def _format_written(result: WriteResult) -> str:
-    return f"{result.ticket_id}/{result.provider_id}"
-
-
-def _parse_written(value: str) -> WriteResult:
-    ticket_id, _, provider_id = value.partition("/")
-    return WriteResult(ticket_id=ticket_id, provider_id=provider_id)
 
 
 def _kv(item: ItemRecord, **fields: object) -> dict[str, object]:
@@ -157,7 +159,9 @@ class Pipeline:
         self.clock = clock
         self.rng = rng or random.Random()
         self.sweep_grace = sweep_grace
-        self.handlers: dict[str, Handler] = {"message": handle_message, **(handlers or {})}
+        self.handlers: dict[str, Handler] = {
+            "message": handle_message, "deletion": handle_deletion,
+            "agent_reply": handle_agent_reply, **(handlers or {})}
         queue.bind(self.process)
 
     # ------------------------------------------------------------ accept
@@ -292,6 +296,12 @@ def handle_message(work: Work) -> str:
     message = work.event
     if not isinstance(message, SocialMessage):
         raise Permanent("a message item does not hold a message")
+    if work.item.deleted_at is not None:
+        return "ignore: deleted by its author before it was processed"
+    if message.is_own:
+        ours = work.pipeline.store.delivery_by_provider_id(message.channel, message.message_id)
+        if ours is not None:
+            return f"ignore: our own answer from ticket {ours.ticket_id}, echoed by X"
     route = work.pipeline.router.route(message.channel, message.account)
     if route is None:
         return f"stored only: no mapping for {message.channel} account {message.account}"
@@ -316,7 +326,7 @@ def handle_message(work: Work) -> str:
         action=decision.action.value, rule=decision.rule.value, reason=decision.reason,
         verified=decision.verified, public=decision.public,
         conversation_id=message.conversation_id, author_id=message.author.user_id,
-        channel=message.channel, account=message.account,
+        channel=message.channel, account=message.account, message_kind=message.kind.value,
     ), work.now)
     return f"{decision.action.value} on {helpdesk.name} ticket {written.ticket_id} " \
            f"({decision.rule.value}: {decision.reason})"
@@ -348,3 +358,90 @@ class StaticRouter:
 
     def route(self, channel: str, account: str) -> Route | None:
         return self._routes.get((channel, account))
+
+
+def handle_deletion(work: Work) -> str:
+    """Honour a deleted message: blank our copy, and note it on its ticket."""
+    deletion = work.event
+    if not isinstance(deletion, Deletion):
+        raise Permanent("a deletion item does not hold a deletion")
+    store = work.pipeline.store
+    stored = store.mark_deleted(deletion.channel, deletion.account, deletion.message_id, work.now)
+    link = store.link_for_message(deletion.channel, deletion.account, deletion.message_id)
+    if link is None:
+        return "deleted: our copy blanked" if stored else "deleted: we never stored it"
+    helpdesk = work.pipeline.router.helpdesk(link.helpdesk)
+    notice = DeletionNotice(link.ticket_id, deletion)
+    work.deliver("deletion_note", helpdesk.name,
+                 lambda key: helpdesk.record_deletion(notice, key), helpdesk.find_write)
+    return f"deleted: our copy blanked, noted on {helpdesk.name} ticket {link.ticket_id}"
+
+
+ANSWERABLE_KINDS = {k.value for k in (MessageKind.MENTION, MessageKind.REPLY, MessageKind.QUOTE,
+                                      MessageKind.DM)}
+
+
+def handle_agent_reply(work: Work) -> str:
+    """Send an agent's public answer to the customer, where the conversation runs.
+
+    The answer goes to the latest verified message on the ticket: a reply (or a numbered
+    thread) under a post, or a DM after a DM. Internal notes never go out, and nothing goes
+    to a sender whose claim on the ticket is unverified (that would reveal the ticket).
+    """
+    reply = work.event
+    if not isinstance(reply, AgentReply):
+        raise Permanent("an agent reply item does not hold an agent reply")
+    if not reply.public:
+        return "ignore: an internal note is never sent"
+    links = work.pipeline.store.links_for_ticket(reply.helpdesk, reply.ticket_id)
+    customer = [lk for lk in links if lk.verified and lk.message_kind in ANSWERABLE_KINDS]
+    if not customer:
+        raise Permanent(f"ticket {reply.ticket_id} has no verified social conversation to answer")
+    last = customer[-1]
+    router = work.pipeline.router
+    channel = router.channel(last.channel, last.account)
+    if last.message_kind == MessageKind.DM.value:
+        assert last.author_id is not None
+        sent = _send_dm(work, channel, reply, last.author_id)
+        return f"answered by DM {sent} to user {last.author_id}"
+    route = router.route(last.channel, last.account)
+    mode, template = (route.long_replies, route.reply_link) if route else ("thread", None)
+    link = template.format(ticket_id=reply.ticket_id) if template else None
+    posts = _send_thread(work, channel, reply, last.message_id,
+                         channel.fit_reply(reply.text, mode, link))
+    return f"answered on {last.channel} in reply to {last.message_id}: {', '.join(posts)}"
+
+
+def _send_dm(work: Work, channel: Channel, reply: AgentReply, recipient: str) -> str:
+    written = work.deliver(
+        "dm", channel.kind,
+        lambda key: WriteResult(reply.ticket_id, channel.send_dm(recipient, reply.text)),
+        lambda key: _found(reply.ticket_id, channel.find_dm(recipient, reply.text)))
+    return written.provider_id
+
+
+def _send_thread(
+    work: Work, channel: Channel, reply: AgentReply, parent: str, parts: list[str],
+) -> list[str]:
+    posted = []
+    for number, part in enumerate(parts, 1):
+        written = _send_reply(work, channel, reply.ticket_id, number, parent, part)
+        posted.append(written.provider_id)
+        parent = written.provider_id  # each part answers the one before it
+    return posted
+
+
+def _send_reply(
+    work: Work, channel: Channel, ticket_id: str, number: int, parent: str, text: str,
+) -> WriteResult:
+    def send(key: str) -> WriteResult:
+        return WriteResult(ticket_id, channel.send_reply(parent, text))
+
+    def find(key: str) -> WriteResult | None:
+        return _found(ticket_id, channel.find_reply(parent, text))
+
+    return work.deliver(f"reply:{number}", channel.kind, send, find)
+
+
+def _found(ticket_id: str, provider_id: str | None) -> WriteResult | None:
+    return WriteResult(ticket_id, provider_id) if provider_id else None

@@ -5,6 +5,8 @@
   `webhook_server.create_app`.
 - `HELPDESK_ADAPTERS`: helpdesk `type` in the config → factory of its adapter
   (`factory(name, settings) -> Helpdesk`).
+- `CHANNEL_ADAPTERS`: channel `type` → factory of what sends on it
+  (`factory(name, settings) -> Channel`).
 """
 
 from __future__ import annotations
@@ -12,15 +14,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from integrations.twitter.channel import XChannel
+from integrations.twitter.views import create_blueprint as x_blueprint
+
 if TYPE_CHECKING:
     from flask import Blueprint
 
+    from integrations.channels import Channel
     from integrations.helpdesk import Helpdesk
     from integrations.runtime import Runtime
 
 BlueprintFactory = Callable[["Runtime"], "Blueprint"]
 HelpdeskFactory = Callable[[str, Any], "Helpdesk"]
+ChannelFactory = Callable[[str, Any], "Channel"]
 
-CHANNEL_BLUEPRINTS: dict[str, BlueprintFactory] = {}
+CHANNEL_BLUEPRINTS: dict[str, BlueprintFactory] = {"x": x_blueprint}
 HELPDESK_BLUEPRINTS: dict[str, BlueprintFactory] = {}
 HELPDESK_ADAPTERS: dict[str, HelpdeskFactory] = {}
+CHANNEL_ADAPTERS: dict[str, ChannelFactory] = {"x": XChannel}

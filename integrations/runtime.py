@@ -16,13 +16,14 @@ from typing import Any
 from huey.consumer import Consumer
 
 from integrations import migrate
+from integrations.channels import Channel
 from integrations.config import Settings
 from integrations.errors import ConfigurationError, DeskbridgeError
 from integrations.events import MessageKind
 from integrations.helpdesk import Helpdesk
 from integrations.linking import LinkRules
 from integrations.pipeline import Clock, Pipeline, RetryPolicy, Route, utcnow
-from integrations.providers import HELPDESK_ADAPTERS
+from integrations.providers import CHANNEL_ADAPTERS, HELPDESK_ADAPTERS
 from integrations.queue import TaskQueue, create_huey
 from integrations.store import Store
 
@@ -32,9 +33,13 @@ log = logging.getLogger("deskbridge.runtime")
 class SettingsRouter:
     """Routes a channel account to its mapping's helpdesk, building adapters on first use."""
 
-    def __init__(self, settings: Settings, helpdesks: Mapping[str, Helpdesk] | None = None):
+    def __init__(
+        self, settings: Settings, helpdesks: Mapping[str, Helpdesk] | None = None,
+        channels: Mapping[str, Channel] | None = None,
+    ) -> None:
         self._settings = settings
         self._helpdesks: dict[str, Helpdesk] = dict(helpdesks or {})
+        self._channels: dict[str, Channel] = dict(channels or {})
         self._lock = threading.Lock()
         self._channel_names: dict[tuple[str, str], str] = {
             (channel.type, channel.account_id): name for name, channel in settings.channels.items()
@@ -51,7 +56,23 @@ class SettingsRouter:
             open_tickets_for=frozenset(MessageKind(k) for k in mapping.open_tickets_for),
             include_retweets=mapping.include_retweets,
         )
-        return Route(mapping.name, self.helpdesk(mapping.helpdesk), rules, tuple(mapping.tags))
+        return Route(mapping.name, self.helpdesk(mapping.helpdesk), rules, tuple(mapping.tags),
+                     long_replies=mapping.long_replies, reply_link=mapping.reply_link)
+
+    def channel(self, kind: str, account: str) -> Channel:
+        """The channel adapter for this account; raises ConfigurationError if none."""
+        name = self._channel_names.get((kind, account))
+        if name is None:
+            raise ConfigurationError(f"no {kind} channel is configured for account {account}")
+        with self._lock:
+            if name not in self._channels:
+                settings = self._settings.channels[name]
+                factory = CHANNEL_ADAPTERS.get(settings.type)
+                if factory is None:
+                    raise ConfigurationError(
+                        f"channels.{name}: no adapter for type {settings.type!r} in this version")
+                self._channels[name] = factory(name, settings)
+            return self._channels[name]
 
     def helpdesk(self, name: str) -> Helpdesk:
         with self._lock:
@@ -70,14 +91,15 @@ class Runtime:
 
     def __init__(
         self, settings: Settings, *, helpdesks: Mapping[str, Helpdesk] | None = None,
-        clock: Clock = utcnow, rng: random.Random | None = None,
+        channels: Mapping[str, Channel] | None = None, clock: Clock = utcnow,
+        rng: random.Random | None = None,
     ) -> None:
         q = settings.queue
         self.settings = settings
         self.store = Store(settings.store.url)
         self.huey = create_huey(q.url, q.name)
         self.queue = TaskQueue(self.huey)
-        self.router = SettingsRouter(settings, helpdesks)
+        self.router = SettingsRouter(settings, helpdesks, channels)
         policy = RetryPolicy(max_attempts=q.max_attempts, base_seconds=q.backoff_base_seconds,
                              max_seconds=q.backoff_max_seconds, lease_seconds=q.lease_seconds)
         self.pipeline = Pipeline(self.store, self.queue, self.router, policy=policy, clock=clock,
@@ -133,6 +155,14 @@ class Runtime:
         thread.start()
         return thread
 
+    def start_pollers(self, stop: threading.Event) -> list[threading.Thread]:
+        """A polling thread for every X channel with `poll = true`."""
+        from integrations.twitter.client import make_client
+        from integrations.twitter.polling import Poller
+
+        return [Poller(make_client(c), c, self.pipeline, stop).start()
+                for c in self.settings.channels.values() if c.type == "x" and c.poll]
+
     def close(self) -> None:
         self.store.dispose()
         self.huey.storage.close()
@@ -142,6 +172,7 @@ def run_worker(runtime: Runtime, workers: int | None = None) -> None:
     """Process items until SIGTERM or SIGINT, which finish the current items, then stop."""
     stop = threading.Event()
     runtime.start_sweeper(stop)
+    runtime.start_pollers(stop)
     log.info("deskbridge worker running", extra={"pid": os.getpid()})
     try:
         runtime.consumer(workers).run()

@@ -129,6 +129,7 @@ class InboxItem(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Link(Base):
@@ -146,6 +147,7 @@ class Link(Base):
     message_id: Mapped[str] = mapped_column(String(160))
     conversation_id: Mapped[str | None] = mapped_column(String(160), index=True)
     author_id: Mapped[str | None] = mapped_column(String(64))
+    message_kind: Mapped[str | None] = mapped_column(String(16))
     helpdesk: Mapped[str] = mapped_column(String(64))
     ticket_id: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(32))
@@ -200,7 +202,8 @@ class Delivery(Base):
     target: Mapped[str] = mapped_column(String(96))
     operation: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16))
-    provider_id: Mapped[str | None] = mapped_column(String(160))
+    ticket_id: Mapped[str | None] = mapped_column(String(64))
+    provider_id: Mapped[str | None] = mapped_column(String(160), index=True)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -249,6 +252,7 @@ class ItemRecord:
     received_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    deleted_at: datetime | None
     payload: dict[str, Any]
 
     @property
@@ -283,6 +287,7 @@ class LinkRecord:
     author_id: str | None = None
     channel: str = ""
     account: str = ""
+    message_kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -303,6 +308,7 @@ class DeliveryRecord:
     target: str
     operation: str
     status: str
+    ticket_id: str | None
     provider_id: str | None
     error: str | None
 
@@ -468,6 +474,21 @@ class Store:
         with self.session() as s:
             row = s.get(InboxItem, item_id)
             return _item_record(row) if row else None
+
+    def mark_deleted(self, channel: str, account: str, message_id: str, now: datetime) -> bool:
+        """Honour a deletion: keep the item, but blank its text, links and raw payload.
+
+        Returns False when no such message was stored.
+        """
+        with self.session() as s:
+            row = s.scalars(select(InboxItem).filter_by(
+                channel=channel, account=account, provider_id=message_id)).first()
+            if row is None:
+                return False
+            payload = json.loads(row.payload)
+            payload.update(text="", expanded_urls=[], media_urls=[], raw={"deleted": True})
+            row.payload, row.deleted_at, row.updated_at = json.dumps(payload), now, now
+            return True
 
     def find_item(self, channel: str, account: str, provider_id: str) -> ItemRecord | None:
         with self.session() as s:
@@ -739,14 +760,24 @@ class Store:
             row = s.scalars(select(Delivery).filter_by(idempotency_key=key)).one()
             return _snapshot(row, DeliveryRecord), fresh
 
-    def complete_delivery(self, key: str, provider_id: str | None, now: datetime) -> None:
+    def complete_delivery(
+        self, key: str, ticket_id: str | None, provider_id: str | None, now: datetime,
+    ) -> None:
         with self.session() as s:
             s.execute(
                 update(Delivery).where(Delivery.idempotency_key == key).values(
-                    status=DeliveryStatus.DONE, provider_id=provider_id, error=None,
-                    completed_at=now,
+                    status=DeliveryStatus.DONE, ticket_id=ticket_id, provider_id=provider_id,
+                    error=None, completed_at=now,
                 )
             )
+
+    def delivery_by_provider_id(self, target: str, provider_id: str) -> DeliveryRecord | None:
+        """Our completed write that the provider knows by this id (an echo of our own post)."""
+        stmt = select(Delivery).filter_by(target=target, provider_id=provider_id,
+                                          status=DeliveryStatus.DONE)
+        with self.session() as s:
+            row = s.scalars(stmt).first()
+            return _snapshot(row, DeliveryRecord) if row else None
 
     def fail_delivery(self, key: str, error: str, now: datetime) -> None:
         """Record that a write certainly did not happen (the provider refused it)."""

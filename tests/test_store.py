@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from integrations import migrate
+from integrations.events import to_record
 from integrations.store import DeliveryStatus, IdentityRecord, ItemStatus, LinkRecord, Store
 from tests.factories import agent_reply, message
 
@@ -26,6 +29,22 @@ def store(store_url: str) -> Iterator[Store]:
 def test_schema_is_at_head_after_upgrade(store: Store) -> None:
     assert migrate.is_current(store.engine)
     assert migrate.current_revision(store.engine) == migrate.head_revision(store.engine)
+
+
+def test_upgrade_keeps_data_written_by_an_older_schema(store_url: str) -> None:
+    old = Store(store_url)
+    migrate.upgrade(old.engine, "0001")
+    with old.engine.begin() as conn:
+        conn.execute(sa.text(
+            "insert into inbox_items (channel, account, provider_id, event_type, "
+            "conversation_key, payload, status, attempts, deferrals, next_attempt_at, "
+            "received_at, updated_at) values ('x', '1000', '1', 'message', 'x:1000:42', :p, "
+            "'done', 1, 0, :t, :t, :t)"), {"p": json.dumps(to_record(message("1"))),
+                                           "t": NOW.replace(tzinfo=None)})
+    migrate.upgrade(old.engine)
+    item = old.find_item("x", "1000", "1")
+    assert item is not None and item.event == message("1") and item.deleted_at is None
+    old.dispose()
 
 
 def test_same_item_stored_three_times_is_one_row(store: Store) -> None:
@@ -124,9 +143,11 @@ def test_delivery_intent_then_outcome(store: Store) -> None:
     assert fresh and record.status == DeliveryStatus.INTENT
     again, fresh_again = store.begin_delivery("k1", item_id, "hd", "create_ticket", NOW)
     assert not fresh_again and again.status == DeliveryStatus.INTENT
-    store.complete_delivery("k1", "1001/c-1", NOW)
+    store.complete_delivery("k1", "1001", "c-1", NOW)
     (done,) = store.deliveries_for_item(item_id)
-    assert (done.status, done.provider_id) == (DeliveryStatus.DONE, "1001/c-1")
+    assert (done.status, done.ticket_id, done.provider_id) == (DeliveryStatus.DONE, "1001", "c-1")
+    assert store.delivery_by_provider_id("hd", "c-1") == done
+    assert store.delivery_by_provider_id("x", "c-1") is None
 
 
 def test_links_identities_cursors(store: Store) -> None:

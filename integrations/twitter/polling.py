@@ -1,0 +1,152 @@
+"""Polling X for accounts without a webhook tier: mentions and DMs, behind durable cursors.
+
+A cursor (the newest id seen) advances only after `accept()` has committed everything it
+covers, so a crash between the two re-reads a page and the inbox's dedupe absorbs it. The
+first poll of a stream only sets its starting point: installing deskbridge does not turn
+an account's old mentions into tickets. A 429 schedules the next poll at X's reset time;
+polls run in worker threads, never in a web process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import tweepy
+
+from integrations.errors import DeskbridgeError, RateLimited
+from integrations.events import Event, SocialMessage
+from integrations.pipeline import Pipeline
+from integrations.twitter.channel import call_x
+from integrations.twitter.settings import XChannelSettings
+from integrations.twitter.webhooks import CHANNEL, parse_v2_dm, parse_v2_post, users_by_id
+
+log = logging.getLogger("deskbridge.x.poll")
+
+# https://docs.x.com/x-api/users/get-mentions
+TWEET_FIELDS = ["author_id", "conversation_id", "created_at", "entities", "in_reply_to_user_id",
+                "lang", "note_tweet", "referenced_tweets"]
+USER_FIELDS = ["name", "username", "public_metrics"]
+MENTION_EXPANSIONS = ["author_id", "referenced_tweets.id", "referenced_tweets.id.author_id"]
+# https://docs.x.com/x-api/direct-messages/get-dm-events
+DM_FIELDS = ["id", "text", "event_type", "created_at", "sender_id", "dm_conversation_id",
+             "participant_ids", "entities", "attachments", "referenced_tweets"]
+MAX_PAGES = 50
+
+
+@dataclass(frozen=True)
+class PollResult:
+    stream: str
+    fetched: int
+    accepted: int
+    cursor: str | None
+    started: bool = False  # the first poll only set the starting point
+
+
+def poll_mentions(client: tweepy.Client, settings: XChannelSettings, pipeline: Pipeline) -> PollResult:
+    """Fetch mentions newer than the cursor (every page), accept them, then move the cursor."""
+    account, store = settings.account_id, pipeline.store
+    since = store.get_cursor(CHANNEL, account, "mentions")
+    events: list[Event] = []
+    newest: str | None = None
+    for page in _pages(lambda token: client.get_users_mentions(
+            account, since_id=since, max_results=100 if since else 5, pagination_token=token,
+            expansions=MENTION_EXPANSIONS, tweet_fields=TWEET_FIELDS, user_fields=USER_FIELDS,
+            user_auth=True), first_only=since is None):
+        newest = newest or page.get("meta", {}).get("newest_id")
+        users = users_by_id(page.get("includes"))
+        events.extend(parse_v2_post(p, users, account) for p in page.get("data") or [])
+    return _commit(pipeline, settings, "mentions", since, newest, events)
+
+
+def poll_dms(client: tweepy.Client, settings: XChannelSettings, pipeline: Pipeline) -> PollResult:
+    """Fetch DM events newer than the cursor (X lists newest first), accept, move the cursor."""
+    account, store = settings.account_id, pipeline.store
+    since = store.get_cursor(CHANNEL, account, "dms")
+    events: list[SocialMessage] = []
+    for page in _pages(lambda token: client.get_direct_message_events(
+            event_types="MessageCreate", dm_event_fields=DM_FIELDS, expansions=["sender_id"],
+            user_fields=USER_FIELDS, max_results=100, pagination_token=token, user_auth=True),
+            first_only=since is None):
+        users = users_by_id(page.get("includes"))
+        fresh = [e for e in page.get("data") or [] if since is None or int(e["id"]) > int(since)]
+        events.extend(parse_v2_dm(e, users, account) for e in fresh)
+        if len(fresh) < len(page.get("data") or []):
+            break  # reached what the cursor already covers
+    newest = max((e.message_id for e in events), key=int, default=None)
+    return _commit(pipeline, settings, "dms", since, newest, events)
+
+
+def _pages(fetch: Callable[[str | None], Any], *, first_only: bool) -> Iterator[dict[str, Any]]:
+    token: str | None = None
+    for _ in range(MAX_PAGES):
+        response = call_x(lambda t=token: fetch(t))  # type: ignore[misc]
+        meta: dict[str, Any] = response.meta or {}
+        yield {"data": _raw(response.data), "includes": _raw_includes(response.includes),
+               "meta": meta}
+        token = meta.get("next_token")
+        if first_only or not token:
+            return
+
+
+def _raw(data: Any) -> list[dict[str, Any]]:
+    return [item.data if hasattr(item, "data") else item for item in data or []]
+
+
+def _raw_includes(includes: Any) -> dict[str, Any]:
+    return {"users": _raw((includes or {}).get("users"))}
+
+
+def _commit(pipeline: Pipeline, settings: XChannelSettings, stream: str, since: str | None,
+            newest: str | None, events: Sequence[Event]) -> PollResult:
+    if since is None:  # the first poll: remember where we start, import nothing old
+        events = []
+    result = pipeline.accept(events) if events else None
+    cursor = since
+    if newest is not None and (since is None or int(newest) > int(since)):
+        pipeline.store.set_cursor(CHANNEL, settings.account_id, stream, newest, pipeline.clock())
+        cursor = newest
+    accepted = len(result.new_ids) if result else 0
+    log.info("polled", extra={"stream": stream, "account": settings.account_id,
+                              "fetched": len(events), "accepted": accepted, "cursor": cursor})
+    return PollResult(stream, len(events), accepted, cursor, started=since is None)
+
+
+def poll_channel(client: tweepy.Client, settings: XChannelSettings,
+                 pipeline: Pipeline) -> list[PollResult]:
+    """One poll of both streams of one account."""
+    return [poll_mentions(client, settings, pipeline), poll_dms(client, settings, pipeline)]
+
+
+class Poller:
+    """Polls one account on a thread until stopped; after a 429, waits for X's reset."""
+
+    def __init__(self, client: tweepy.Client, settings: XChannelSettings, pipeline: Pipeline,
+                 stop: threading.Event) -> None:
+        self.client, self.settings, self.pipeline, self.stop = client, settings, pipeline, stop
+
+    def run_once(self) -> float:
+        """Poll now; returns how many seconds to wait before the next poll."""
+        try:
+            poll_channel(self.client, self.settings, self.pipeline)
+        except RateLimited as err:
+            log.warning("X rate limit: next poll at the reset", extra={
+                "account": self.settings.account_id, "wait_s": round(err.retry_after or 0)})
+            return max(float(err.retry_after or 0), 1.0)
+        except DeskbridgeError as err:
+            log.warning("poll failed", extra={"account": self.settings.account_id,
+                                              "error": str(err)})
+        return float(self.settings.poll_interval_seconds)
+
+    def start(self) -> threading.Thread:
+        def loop() -> None:
+            while not self.stop.wait(self.run_once()):
+                pass
+
+        thread = threading.Thread(target=loop, name=f"x-poll-{self.settings.account_id}",
+                                  daemon=True)
+        thread.start()
+        return thread
