@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any, NoReturn, TypeVar
+from typing import IO, Any, NoReturn, TypeVar
 
 import click
 
@@ -228,6 +229,52 @@ def db_upgrade(config_path: str | None) -> None:
     with opened(config_path) as runtime:
         revision = runtime.upgrade_schema()
     click.echo(f"store schema at revision {revision}")
+
+
+@cli.command()
+@click.argument("provider", type=click.Choice(["x"]))
+@click.argument("payload", type=click.File("rb"))
+@click.option("--account", default="", help="The subscribed account's id, for API responses "
+              "(webhook payloads name it themselves).")
+def inspect(provider: str, payload: IO[bytes], account: str) -> None:
+    """Print the normalised messages of an X webhook or API payload, one JSON line each."""
+    from integrations.twitter.inspect import inspect_payload
+
+    try:
+        lines = inspect_payload(payload.read(), account)
+    except DeskbridgeError as err:
+        _fail(str(err), 2)
+    for line in lines:
+        click.echo(json.dumps(line, ensure_ascii=False))
+
+
+@cli.command()
+@config_option
+@click.option("--channel", "channel_name", default=None, help="Only this channel (default: all "
+              "X channels, whether or not `poll` is set).")
+def poll(config_path: str | None, channel_name: str | None) -> None:
+    """Poll X once for new mentions and DMs, and accept them."""
+    from integrations.twitter.client import make_client
+    from integrations.twitter.polling import poll_channel
+
+    with opened(config_path) as runtime:
+        channels = {n: c for n, c in runtime.settings.channels.items()
+                    if c.type == "x" and channel_name in (None, n)}
+        if not channels:
+            _fail(f"no X channel {channel_name or ''} is configured".replace("  ", " "), 2)
+        for name, channel in channels.items():
+            for result in poll_channel(make_client(channel), channel, runtime.pipeline):
+                click.echo(json.dumps({"channel": name, **dataclasses.asdict(result)}))
+
+
+@cli.command()
+@click.argument("provider", type=click.Choice(["x"]))
+@click.option("--port", type=int, default=0, show_default=True, help="0 picks a free port.")
+def emulator(provider: str, port: int) -> None:
+    """Serve a provider's API emulator on 127.0.0.1 (prints its base URL first)."""
+    from integrations.twitter.emulator import serve as serve_x
+
+    serve_x(port=port)
 
 
 def main() -> None:
