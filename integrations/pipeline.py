@@ -393,6 +393,8 @@ def handle_agent_reply(work: Work) -> str:
         raise Permanent("an agent reply item does not hold an agent reply")
     if not reply.public:
         return "ignore: an internal note is never sent"
+    if not reply.text.strip():
+        return "ignore: an empty answer is never sent"
     links = work.pipeline.store.links_for_ticket(reply.helpdesk, reply.ticket_id)
     customer = [lk for lk in links if lk.verified and lk.message_kind in ANSWERABLE_KINDS]
     if not customer:

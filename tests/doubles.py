@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from integrations.events import SocialUser
-from integrations.helpdesk import HelpdeskUser, NewComment, NewTicket, Ticket, WriteResult
+from integrations.helpdesk import (
+    DeletionNotice,
+    HelpdeskUser,
+    NewComment,
+    NewTicket,
+    Ticket,
+    WriteResult,
+)
 
 
 class RecordingHelpdesk:
@@ -67,6 +74,10 @@ class RecordingHelpdesk:
         return self._write("comment", idempotency_key, request.message.author.user_id,
                            request.message.message_id, request.ticket_id)
 
+    def record_deletion(self, request: DeletionNotice, idempotency_key: str) -> WriteResult:
+        return self._write("deletion_note", idempotency_key, request.deletion.author_id,
+                           request.deletion.message_id, request.ticket_id)
+
     def _write(self, op: str, key: str, author_id: str, message_id: str,
                ticket_id: str | None) -> WriteResult:
         with self._lock:
@@ -111,3 +122,48 @@ class RecordingHelpdesk:
             os.fsync(f.fileno())
 
 
+
+
+class RecordingChannel:
+    """A recording stand-in for a social channel (test double; not X).
+
+    Sends are kept in `sent`; `lose_next_answer` makes the next send happen but raise as if
+    the answer was lost on the way back (the unknown outcome a retry must reconcile).
+    """
+
+    kind = "x"
+
+    def __init__(self, name: str = "acme_x", account: str = "1000") -> None:
+        self.name, self.account = name, account
+        self.sent: list[dict[str, str]] = []
+        self.lose_next_answer = False
+
+    def fit_reply(self, text: str, mode: str, link: str | None) -> list[str]:
+        from integrations.twitter.text import split_thread, truncate_with_link
+
+        return [truncate_with_link(text, link)] if mode == "truncate" and link else \
+            split_thread(text)
+
+    def send_reply(self, in_reply_to_id: str, text: str) -> str:
+        return self._send({"op": "reply", "to": in_reply_to_id, "text": text})
+
+    def send_dm(self, recipient_id: str, text: str) -> str:
+        return self._send({"op": "dm", "to": recipient_id, "text": text})
+
+    def find_reply(self, in_reply_to_id: str, text: str) -> str | None:
+        return self._find("reply", in_reply_to_id, text)
+
+    def find_dm(self, recipient_id: str, text: str) -> str | None:
+        return self._find("dm", recipient_id, text)
+
+    def _send(self, record: dict[str, str]) -> str:
+        record["id"] = str(1_900_000_000_000_000_000 + len(self.sent))
+        self.sent.append(record)
+        if self.lose_next_answer:
+            self.lose_next_answer = False
+            raise ConnectionError("connection reset after the request was sent")
+        return record["id"]
+
+    def _find(self, op: str, to: str, text: str) -> str | None:
+        return next((r["id"] for r in self.sent
+                     if (r["op"], r["to"], r["text"]) == (op, to, text)), None)

@@ -3,7 +3,7 @@
 This is not X. It is a small Flask app, served on loopback only, that answers the requests
 deskbridge makes with X's own JSON shapes, status codes, error bodies and rate-limit headers,
 so the real tweepy library can run against it. Every response says so in its `server` header
-(`deskbridge-x-emulator`) and every log line starts with "X emulator". Production always talks
+(`deskbridge-x-emulator`) and every log line says "X emulator". Production always talks
 to X.
 
 What it serves (each group cites the X documentation its shapes come from):
@@ -52,7 +52,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import requests
 from flask import Flask, Response, request
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from integrations.twitter.settings import XChannelSettings
 
@@ -753,7 +753,8 @@ class XEmulator:
             includes["users"] = [render_user(u, _csv(query, "user.fields")) for u in users]
         if referenced:
             fields = _csv(query, "tweet.fields")
-            includes["tweets"] = [render_post(r, fields) for r in dict.fromkeys(referenced)]
+            unique = {r.id: r for r in referenced}.values()
+            includes["tweets"] = [render_post(r, fields) for r in unique]
         return includes
 
     def _expanded_users(self, post: _Post, expansions: list[str]) -> list[str]:
@@ -797,8 +798,10 @@ class XEmulator:
                                  "participant_id": participant, "text": text,
                                  "created_at": event.created_at})
         log.info("X emulator: sent DM %s", event.id, extra={"participant_id": participant})
+        # X's Location quotes the id (recorded: tests/payloads/x/api, 2022-10-28).
         return ApiResult(201, {"data": {"dm_conversation_id": event.dm_conversation_id,
-                                        "dm_event_id": event.id}})
+                                        "dm_event_id": event.id}},
+                         headers={"location": f'{SIGNED_HOSTS[0]}/2/dm_events/"{event.id}"'})
 
     def _store_dm(self, sender_id: str, other_id: str, text: str) -> _DmEvent:
         # One-to-one conversation ids are "{smaller user id}-{larger user id}".
@@ -827,7 +830,8 @@ class XEmulator:
                 "Your Tweet text is too long. For more information on how Twitter determines "
                 "text length see https://github.com/twitter/twitter-text."))
         post = self._store_own_post(text, str(parent) if parent is not None else None)
-        return ApiResult(201, {"data": render_post(post)})
+        return ApiResult(201, {"data": render_post(post)},
+                         headers={"location": f"{SIGNED_HOSTS[0]}/2/tweets/{post.id}"})
 
     def _store_own_post(self, text: str, parent_id: str | None) -> _Post:
         with self._lock:
@@ -993,7 +997,12 @@ class XEmulator:
         """A post by another user that mentions (or replies to) the account; returns it whole.
 
         Text over 280 weighted characters becomes a long post (`note_tweet`), as on X.
+
+        Raises:
+            ValueError: for an empty text or a non-numeric author id.
         """
+        if not text:
+            raise ValueError("a post needs text")
         self.add_user(author_id, username, name)
         with self._lock:
             post = self._new_post(author_id, text, in_reply_to_tweet_id, is_mention=True)
@@ -1002,7 +1011,13 @@ class XEmulator:
 
     def add_dm(self, *, sender_id: str, username: str, text: str,
                name: str | None = None) -> dict[str, Any]:
-        """A DM from a user to the account; returns the event with every field."""
+        """A DM from a user to the account; returns the event with every field.
+
+        Raises:
+            ValueError: for an empty text or a non-numeric sender id.
+        """
+        if not text:
+            raise ValueError("a DM needs text")
         self.add_user(sender_id, username, name)
         event = self._store_dm(sender_id, self.account.id, text)
         log.info("X emulator: added DM %s", event.id, extra={"sender_id": sender_id})
@@ -1194,6 +1209,20 @@ def create_app(emulator: XEmulator | None = None) -> Flask:
     return app
 
 
+class EmulatorRequestHandler(WSGIRequestHandler):
+    """werkzeug's handler, minus its own `Server` header and with log lines marked as ours."""
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        """Send the status line and Date; the app's `server` header names the emulator."""
+        self.log_request(code)
+        self.send_response_only(code, message)
+        self.send_header("Date", self.date_time_string())
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        """werkzeug's request log line, prefixed so nobody mistakes it for X."""
+        super().log(type, "X emulator: " + message, *args)
+
+
 def serve(port: int = 0, host: str = ALLOWED_HOST, emulator: XEmulator | None = None) -> None:
     """Serve the emulator on loopback until SIGINT or SIGTERM; print its base URL first.
 
@@ -1205,14 +1234,15 @@ def serve(port: int = 0, host: str = ALLOWED_HOST, emulator: XEmulator | None = 
     if host != ALLOWED_HOST:
         raise ValueError(f"the X emulator only listens on {ALLOWED_HOST}, not {host!r}")
     emulator = emulator or XEmulator()
-    server = make_server(host, port, create_app(emulator), threaded=True)
+    server = make_server(host, port, create_app(emulator), threaded=True,
+                         request_handler=EmulatorRequestHandler)
     base_url = f"http://{ALLOWED_HOST}:{server.server_port}"
     print(base_url, flush=True)
     print(f"X emulator (not X) for @{emulator.account.username} "
           f"(id {emulator.account.id}) at {base_url}", file=sys.stderr, flush=True)
     _stop_on_signals(server.shutdown)
     try:
-        server.serve_forever()
+        server.serve_forever(poll_interval=0.1)
     except KeyboardInterrupt:
         pass
     finally:

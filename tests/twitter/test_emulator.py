@@ -23,14 +23,16 @@ import pytest
 import requests
 import tweepy
 from flask import Flask, Response, request
+from pydantic import SecretStr
 from werkzeug.serving import make_server
 
 from integrations.twitter.client import make_client
 from integrations.twitter.emulator import (
     Credentials,
+    EmulatorRequestHandler,
     XEmulator,
-    create_app,
     crc_response_token,
+    create_app,
     sign_webhook_body,
 )
 
@@ -47,8 +49,9 @@ class FakeClock:
 
 @contextmanager
 def served(app: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    server = make_server("127.0.0.1", 0, app, threaded=True,
+                         request_handler=EmulatorRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"
@@ -271,7 +274,7 @@ def test_post_over_280_weighted_characters_is_refused(client: tweepy.Client) -> 
 
 def test_wrong_consumer_secret_is_unauthorized(emulator: XEmulator, base_url: str) -> None:
     settings = emulator.channel_settings(base_url).model_copy(
-        update={"consumer_secret": "not-the-secret"})
+        update={"consumer_secret": SecretStr("not-the-secret")})
     with pytest.raises(tweepy.Unauthorized):
         make_client(settings).get_me()
 
@@ -298,7 +301,8 @@ def test_spent_window_raises_too_many_requests_until_reset(
 
 def test_injected_429_then_503_then_success(
         emulator: XEmulator, base_url: str, client: tweepy.Client) -> None:
-    control = {"endpoint": "POST /2/tweets", "count": 1, "status": 429, "reset_after": 60}
+    control: dict[str, Any] = {"endpoint": "POST /2/tweets", "count": 1, "status": 429,
+                               "reset_after": 60}
     assert requests.post(base_url + "/_emulator/fail", json=control, timeout=5).ok
     with pytest.raises(tweepy.TooManyRequests) as limited:
         client.create_tweet(text="first try")

@@ -1,0 +1,169 @@
+"""`/webhooks/x` over HTTP: CRC, signed deliveries, routing by account, the security case."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from integrations.config import Settings, parse_settings
+from integrations.runtime import Runtime
+from integrations.twitter.webhooks import crc_response, sign
+from tests.webhook_contract import WebhookSecurityContract
+from webhook_server import create_app
+
+PAYLOADS = Path(__file__).resolve().parents[1] / "payloads" / "x"
+ACCOUNT = "1114259648326987776"  # for_user_id of the recorded Account Activity payloads
+SECRET = "x-consumer-secret-for-tests"
+
+CONFIG = """
+[store]
+url = "sqlite:///{tmp}/store.db"
+[queue]
+url = "sqlite:///{tmp}/queue.db"
+[channels.brand]
+type = "x"
+account_id = "{account}"
+handle = "brand"
+consumer_key = "ck"
+consumer_secret = "{secret}"
+{extra}
+"""
+
+OTHER_APP = """
+[channels.other]
+type = "x"
+account_id = "1111111111111111111"
+handle = "other"
+consumer_key = "ck2"
+consumer_secret = "other-app-secret"
+"""
+
+
+def settings_for(tmp: Path, extra: str = "", secret: str = SECRET) -> Settings:
+    text = CONFIG.format(tmp=tmp, account=ACCOUNT, secret=secret, extra=extra)
+    return parse_settings(text, environ={})
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[Runtime]:
+    rt = Runtime(settings_for(tmp_path))
+    rt.upgrade_schema()
+    yield rt
+    rt.close()
+
+
+def app_with(runtime: Runtime) -> Flask:
+    return create_app(runtime.settings, runtime=runtime)
+
+
+@pytest.fixture
+def client(runtime: Runtime) -> FlaskClient:
+    return app_with(runtime).test_client()
+
+
+def signed(body: bytes, secret: str = SECRET) -> dict[str, str]:
+    return {"Content-Type": "application/json", "X-Twitter-Webhooks-Signature": sign(secret, body)}
+
+
+def payload(name: str) -> bytes:
+    return (PAYLOADS / name).read_bytes()
+
+
+class TestXWebhookSecurity(WebhookSecurityContract):
+    path = "/webhooks/x"
+
+    def valid_body(self) -> bytes:
+        return payload("account_activity/tweet_create_mention.json")
+
+    def unknown_event_body(self) -> bytes:
+        body = json.loads(payload("account_activity/direct_message_indicate_typing_events.json"))
+        body["for_user_id"] = ACCOUNT
+        return json.dumps(body).encode()
+
+    def headers(self, body: bytes, *, secret: str | None = None,
+                age_seconds: float = 0) -> dict[str, str]:
+        return signed(body, secret or SECRET)
+
+
+def test_crc_answers_with_the_apps_secret(client: FlaskClient, runtime: Runtime) -> None:
+    response = client.get("/webhooks/x?crc_token=abc123")
+    assert response.status_code == 200 and response.get_json() == crc_response(SECRET, "abc123")
+    assert client.get("/webhooks/x/brand?crc_token=abc123").get_json() == crc_response(
+        SECRET, "abc123")
+    assert sum(runtime.store.count_items().values()) == 0
+
+
+def test_crc_without_token_is_400(client: FlaskClient) -> None:
+    response = client.get("/webhooks/x")
+    assert response.status_code == 400 and "crc_token" in response.get_json()["reason"]
+
+
+def test_several_apps_need_a_url_each(tmp_path: Path) -> None:
+    rt = Runtime(settings_for(tmp_path, OTHER_APP))
+    rt.upgrade_schema()
+    client = app_with(rt).test_client()
+    ambiguous = client.get("/webhooks/x?crc_token=t")
+    assert ambiguous.status_code == 400 and "/webhooks/x/<channel>" in ambiguous.get_json()["reason"]
+    assert client.get("/webhooks/x/other?crc_token=t").get_json() == crc_response(
+        "other-app-secret", "t")
+    assert client.get("/webhooks/x/nope?crc_token=t").status_code == 404
+    # A delivery on the shared URL is verified against every app's secret.
+    body = payload("activity_api/post_mention_create.json")
+    response = client.post("/webhooks/x", data=body, headers=signed(body, "other-app-secret"))
+    assert response.get_json()["accepted"] == 1
+    rt.close()
+
+
+def test_delivery_is_stored_once_and_answered_fast(client: FlaskClient, runtime: Runtime) -> None:
+    body = payload("account_activity/tweet_create_mention.json")
+    first = client.post("/webhooks/x", data=body, headers=signed(body))
+    again = client.post("/webhooks/x", data=body, headers=signed(body))
+    assert first.get_json() == {"accepted": 1, "duplicates": 0, "ignored": []}
+    assert again.get_json() == {"accepted": 0, "duplicates": 1, "ignored": []}
+    item = runtime.store.find_item("x", ACCOUNT, "1332557345071644672")
+    assert item is not None and item.status == "accepted"  # processing is the workers' job
+    assert runtime.huey.pending_count() == 1
+
+
+def test_unknown_account_is_200_and_stores_nothing(tmp_path: Path) -> None:
+    rt = Runtime(settings_for(tmp_path))
+    rt.upgrade_schema()
+    body = payload("activity_api/post_mention_create.json")  # for account 1111111111111111111
+    response = app_with(rt).test_client().post("/webhooks/x", data=body, headers=signed(body))
+    assert response.status_code == 200
+    assert response.get_json()["reason"] == "account not configured"
+    assert sum(rt.store.count_items().values()) == 0
+    rt.close()
+
+
+def test_account_signed_by_another_apps_secret_is_not_accepted(tmp_path: Path) -> None:
+    rt = Runtime(settings_for(tmp_path, OTHER_APP))
+    rt.upgrade_schema()
+    body = payload("account_activity/tweet_create_mention.json")  # brand's account
+    response = app_with(rt).test_client().post(
+        "/webhooks/x", data=body, headers=signed(body, "other-app-secret"))
+    assert response.get_json()["accepted"] == 0 and sum(rt.store.count_items().values()) == 0
+    rt.close()
+
+
+@pytest.mark.parametrize("name", ["account_activity/tweet_delete_events.json",
+                                  "activity_api/dm_received.json"])
+def test_deletes_and_dms_are_accepted(
+    tmp_path: Path, name: str, make_settings: Callable[..., Settings],
+) -> None:
+    body = payload(name)
+    data = json.loads(body)
+    account = data.get("for_user_id") or data["data"]["filter"]["user_id"]
+    text = CONFIG.format(tmp=tmp_path, account=account, secret=SECRET, extra="")
+    rt = Runtime(parse_settings(text, environ={}))
+    rt.upgrade_schema()
+    response = app_with(rt).test_client().post("/webhooks/x", data=body, headers=signed(body))
+    assert response.get_json()["accepted"] == 1
+    (item,) = rt.store.list_items()
+    assert item.event_type == ("deletion" if "delete" in name else "message")
+    rt.close()

@@ -1,0 +1,186 @@
+"""Parsing X's webhook payloads (recorded, see tests/payloads/x/SOURCES.md), CRC, signatures."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from integrations.errors import PayloadError, VerificationError
+from integrations.events import Deletion, MessageKind, SocialMessage
+from integrations.twitter.webhooks import (
+    crc_response,
+    parse_delivery,
+    sign,
+    verify_signature,
+)
+
+PAYLOADS = Path(__file__).resolve().parents[1] / "payloads" / "x"
+NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+
+
+def load(name: str) -> bytes:
+    return (PAYLOADS / name).read_bytes()
+
+
+def only_message(name: str) -> SocialMessage:
+    (event,) = parse_delivery(load(name), NOW).events
+    assert isinstance(event, SocialMessage)
+    return event
+
+
+# ---------------------------------------------------------------- CRC and signatures
+
+
+def test_crc_is_base64_hmac_sha256_of_the_token() -> None:
+    expected = base64.b64encode(hmac.new(b"secret", b"challenge", hashlib.sha256).digest())
+    assert crc_response("secret", "challenge") == {"response_token": "sha256=" + expected.decode()}
+
+
+def test_signature_verifies_with_the_secret_that_signed() -> None:
+    body = load("account_activity/tweet_create_mention.json")
+    headers = {"X-Twitter-Webhooks-Signature": sign("app-two", body)}
+    assert verify_signature(headers, body, ["app-one", "app-two"]) == "app-two"
+
+
+@pytest.mark.parametrize(("headers", "secrets", "reason"), [
+    ({}, ["s"], "missing"),
+    ({"x-twitter-webhooks-signature": "sha256=AAAA"}, ["s"], "does not match"),
+    ({"x-twitter-webhooks-signature": "sha256=AAAA"}, [], "no X consumer secret"),
+])
+def test_signature_fails_closed(headers: dict[str, str], secrets: list[str], reason: str) -> None:
+    with pytest.raises(VerificationError, match=reason):
+        verify_signature(headers, b"{}", secrets)
+
+
+# ---------------------------------------------------------------- Account Activity
+
+
+def test_mention_keeps_ids_as_strings_and_the_author() -> None:
+    m = only_message("account_activity/tweet_create_mention.json")
+    assert (m.account, m.message_id) == ("1114259648326987776", "1332557345071644672")
+    assert m.kind == MessageKind.REPLY and m.in_reply_to_id == "1332252354599555074"
+    assert (m.author.user_id, m.author.handle, m.author.follower_count) == (
+        "1247048165561270272", "TanuLearns", 20)
+    assert m.permalink == "https://x.com/TanuLearns/status/1332557345071644672"
+    assert m.created_at == datetime(2020, 11, 28, 5, 30, 3, 440000, tzinfo=UTC)  # timestamp_ms
+    assert not m.is_own
+
+
+def test_truncated_tweet_gives_the_full_text() -> None:
+    raw = json.loads(load("account_activity/tweet_create_extended.json"))
+    tweet = raw["tweet_create_events"][0]
+    m = only_message("account_activity/tweet_create_extended.json")
+    assert tweet["truncated"] is True
+    assert m.text == tweet["extended_tweet"]["full_text"] and m.text != tweet["text"]
+    assert m.text.endswith("What do I do next?")
+
+
+def test_quote_and_retweet_kinds() -> None:
+    assert only_message("account_activity/tweet_create_quote.json").kind == MessageKind.QUOTE
+    retweet = only_message("account_activity/handwritten_tweet_create_retweet.json")
+    assert retweet.kind == MessageKind.RETWEET
+    assert retweet.expanded_urls == ("https://cards.twitter.com/cards/18ce53wgo4h/3xo1c",)
+
+
+def test_dm_with_users_map() -> None:
+    m = only_message("account_activity/direct_message_events_welcome_message.json")
+    assert m.kind == MessageKind.DM and m.author.handle == "zoilagerlach"
+    assert m.text.startswith("absolute joke of a service")
+    assert m.conversation_id == "1324102269844017152-1347280911218462720"
+    assert m.in_reply_to_id is None and not m.is_own
+
+
+def test_tweet_delete_is_a_deletion() -> None:
+    (event,) = parse_delivery(load("account_activity/tweet_delete_events.json"), NOW).events
+    assert isinstance(event, Deletion)
+    assert (event.message_id, event.author_id) == ("1045405559317569537", "930524282358325248")
+
+
+@pytest.mark.parametrize("name", [
+    "account_activity/direct_message_indicate_typing_events.json",
+    "account_activity/direct_message_mark_read_events.json",
+    "account_activity/handwritten_favorite_events.json",
+    "account_activity/handwritten_follow_events.json",
+    "account_activity/handwritten_block_events.json",
+    "account_activity/handwritten_mute_events.json",
+    "account_activity/user_event_revoke.json",
+    "activity_api/chat_received.json",
+    "activity_api/oauth_revoke.json",
+])
+def test_other_events_are_unknown_and_ignored(name: str) -> None:
+    delivery = parse_delivery(load(name), NOW)
+    assert delivery.events == () and delivery.unknown
+
+
+# ---------------------------------------------------------------- X Activity API
+
+
+def test_activity_api_mention_with_author_from_includes() -> None:
+    m = only_message("activity_api/post_mention_create.json")
+    assert (m.account, m.message_id, m.kind) == (
+        "1111111111111111111", "2080765813578191303", MessageKind.MENTION)
+    assert m.author.handle == "OtherUser" and m.author.follower_count == 97
+    assert m.conversation_id == "2080765813578191303" and m.text == "hey @ExampleUser"
+
+
+def test_activity_api_reply_quote_repost() -> None:
+    reply = only_message("activity_api/post_reply_create.json")
+    assert reply.kind == MessageKind.REPLY and reply.in_reply_to_id == "2080761390344937796"
+    quote = only_message("activity_api/post_quote_create.json")
+    assert quote.kind == MessageKind.QUOTE
+    assert quote.expanded_urls == ("https://twitter.com/ExampleUser/status/2080761390344937796",)
+    assert only_message("activity_api/post_repost_create.json").kind == MessageKind.RETWEET
+
+
+def test_activity_api_own_post_and_sent_dm_are_own() -> None:
+    assert only_message("activity_api/post_create.json").is_own
+    sent = only_message("activity_api/dm_sent.json")
+    assert sent.kind == MessageKind.DM and sent.is_own
+
+
+def test_activity_api_dm_received_in_account_activity_shape() -> None:
+    m = only_message("activity_api/dm_received.json")
+    assert (m.kind, m.author.user_id, m.author.handle, m.text) == (
+        MessageKind.DM, "2222222222222222222", "OtherUser", "hello!")
+
+
+def test_activity_api_delete_is_dated_when_received() -> None:
+    (event,) = parse_delivery(load("activity_api/post_delete.json"), NOW).events
+    assert isinstance(event, Deletion)
+    assert event.message_id == "2080761269309813134" and event.deleted_at == NOW
+
+
+# ---------------------------------------------------------------- malformed input
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b"not json", "not valid JSON"),
+    (b"[1, 2]", "not a JSON object"),
+    (b'{"hello": "world"}', "neither an Account Activity nor an X Activity API payload"),
+    (b'{"for_user_id": "1", "tweet_create_events": {"a": 1}}', "not a list"),
+    (b'{"for_user_id": "1", "tweet_create_events": [{"id_str": "5"}]}', "tweet without"),
+    (b'{"for_user_id": true, "tweet_create_events": []}', "not an id"),
+])
+def test_malformed_payloads_name_the_problem(body: bytes, reason: str) -> None:
+    with pytest.raises(PayloadError, match=reason):
+        parse_delivery(body, NOW)
+
+
+def test_every_recorded_payload_parses_or_is_refused_clearly() -> None:
+    outcomes: dict[str, Any] = {}
+    for path in sorted(PAYLOADS.glob("*/*.json")):
+        if path.parent.name == "api":
+            continue  # API responses, not webhook bodies
+        try:
+            outcomes[path.name] = len(parse_delivery(path.read_bytes(), NOW).events)
+        except PayloadError as err:
+            outcomes[path.name] = str(err)
+    # The only refusal is the documentation's empty envelope skeleton (no post in it).
+    assert [k for k, v in outcomes.items() if isinstance(v, str)] == ["envelope.json"]
