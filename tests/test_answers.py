@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -82,7 +83,7 @@ def test_long_answer_is_a_numbered_thread_each_part_answering_the_last(
     process_all(rt, answer("Dank voor je geduld, we zoeken het uit. " * 20))
     parts = [s for s in channel.sent if s["op"] == "reply"]
     assert len(parts) >= 3 and parts[0]["to"] == "10"
-    assert all(p["to"] == prev["id"] for prev, p in zip(parts, parts[1:], strict=False))
+    assert all(p["to"] == prev["id"] for prev, p in itertools.pairwise(parts))
     assert parts[-1]["text"].endswith(f"({len(parts)}/{len(parts)})")
 
 
