@@ -124,6 +124,8 @@ ROUTES: Mapping[str, RouteSpec] = {
     "GET /2/users/:id/mentions": RouteSpec(EITHER, 300),
     "GET /2/users/:id/tweets": RouteSpec(EITHER, 900),
     "GET /2/dm_events": RouteSpec(USER, 15),
+    # https://docs.x.com/x-api/direct-messages/get-dm-events-for-a-dm-conversation
+    "GET /2/dm_conversations/with/:participant_id/dm_events": RouteSpec(USER, 15),
     "POST /2/tweets": RouteSpec(USER, 100),
     "POST /2/dm_conversations/with/:participant_id/messages": RouteSpec(USER, 15),
     "GET /2/webhooks": RouteSpec(APP, 450),
@@ -629,6 +631,8 @@ class XEmulator:
             "GET /2/users/:id/mentions": self._get_mentions,
             "GET /2/users/:id/tweets": self._get_user_posts,
             "GET /2/dm_events": self._get_dm_events,
+            "GET /2/dm_conversations/with/:participant_id/dm_events":
+                self._get_conversation_dm_events,
             "POST /2/tweets": self._create_post,
             "POST /2/dm_conversations/with/:participant_id/messages": self._send_dm,
             "GET /2/webhooks": self._list_webhooks,
@@ -768,11 +772,18 @@ class XEmulator:
     # -- DMs: https://docs.x.com/x-api/direct-messages/lookup/integrate,
     #    https://docs.x.com/x-api/direct-messages/manage/integrate ------------------------------
 
-    def _get_dm_events(self, req: ApiRequest) -> ApiResult:
+    def _get_conversation_dm_events(self, req: ApiRequest) -> ApiResult:
+        participant = str(_id_value(req.path_params["participant_id"], "participant_id"))
+        low, high = sorted((self.account.id, participant), key=int)
+        return self._get_dm_events(req, conversation=f"{low}-{high}")
+
+    def _get_dm_events(self, req: ApiRequest, conversation: str | None = None) -> ApiResult:
         limit = _max_results(req.query, 100, 1, 100)
         types = _csv(req.query, "event_types")
         with self._lock:
-            events = list(self._dms.values()) if not types or "MessageCreate" in types else []
+            events = [e for e in self._dms.values()
+                      if conversation in (None, e.dm_conversation_id)]
+            events = events if not types or "MessageCreate" in types else []
             page, token = _newest_first(events, req.query, limit)
             if not page:
                 return ApiResult(200, {"meta": {"result_count": 0}})

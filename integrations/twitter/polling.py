@@ -22,7 +22,13 @@ from integrations.events import Event, SocialMessage
 from integrations.pipeline import Pipeline
 from integrations.twitter.channel import call_x
 from integrations.twitter.settings import XChannelSettings
-from integrations.twitter.webhooks import CHANNEL, parse_v2_dm, parse_v2_post, users_by_id
+from integrations.twitter.webhooks import (
+    CHANNEL,
+    parse_v2_dm,
+    parse_v2_post,
+    snowflake_at,
+    users_by_id,
+)
 
 log = logging.getLogger("deskbridge.x.poll")
 
@@ -104,6 +110,7 @@ def _commit(pipeline: Pipeline, settings: XChannelSettings, stream: str, since: 
             newest: str | None, events: Sequence[Event]) -> PollResult:
     if since is None:  # the first poll: remember where we start, import nothing old
         events = []
+        newest = newest or snowflake_at(pipeline.clock())
     result = pipeline.accept(events) if events else None
     cursor = since
     if newest is not None and (since is None or int(newest) > int(since)):

@@ -345,6 +345,17 @@ def any_user(user: Mapping[str, Any] | None, user_id: str) -> SocialUser:
 # ---------------------------------------------------------------- small helpers
 
 
+# X ids are snowflakes: milliseconds since X's epoch, shifted left 22 bits.
+# https://docs.x.com/resources/fundamentals/x-ids
+SNOWFLAKE_EPOCH_MS = 1288834974657
+
+
+def snowflake_at(moment: datetime) -> str:
+    """The smallest X id that could have been made at `moment` (a cursor "from now on")."""
+    millis = int(moment.timestamp() * 1000) - SNOWFLAKE_EPOCH_MS
+    return str(max(millis, 0) << 22)
+
+
 def dm_conversation_id(a: str, b: str) -> str:
     """X's id of the one-to-one DM conversation between two users: "smaller-larger"."""
     low, high = sorted((a, b), key=int)

@@ -18,6 +18,7 @@ from integrations.twitter.webhooks import (
     crc_response,
     parse_delivery,
     sign,
+    snowflake_at,
     verify_signature,
 )
 
@@ -184,3 +185,9 @@ def test_every_recorded_payload_parses_or_is_refused_clearly() -> None:
             outcomes[path.name] = str(err)
     # The only refusal is the documentation's empty envelope skeleton (no post in it).
     assert [k for k, v in outcomes.items() if isinstance(v, str)] == ["envelope.json"]
+
+
+def test_snowflake_at_brackets_a_real_posts_id() -> None:
+    m = only_message("account_activity/tweet_create_mention.json")  # created 05:30:03.440
+    made = int(snowflake_at(m.created_at))
+    assert made <= int(m.message_id) < made + (1 << 22)  # same millisecond, other bits free
