@@ -277,5 +277,94 @@ def emulator(provider: str, port: int) -> None:
     serve_x(port=port)
 
 
+@cli.group("x")
+def x_group() -> None:
+    """X (Twitter): the webhook that delivers an account's activity to deskbridge."""
+
+
+@x_group.group("webhook")
+def x_webhook() -> None:
+    """Register, check, list and delete the app's webhooks; subscribe the account."""
+
+
+def _x_webhooks(config_path: str | None, channel_name: str | None) -> Any:
+    from integrations.twitter.registration import XWebhooks
+
+    settings = load(config_path, quiet_logs=True)
+    channels = {n: c for n, c in settings.channels.items() if c.type == "x"}
+    if channel_name is not None:
+        channels = {n: c for n, c in channels.items() if n == channel_name}
+    if len(channels) != 1:
+        _fail("name the X channel with --channel" if channels else
+              f"no X channel {channel_name or ''} is configured".replace("  ", " "), 2)
+    return XWebhooks(next(iter(channels.values())))
+
+
+def channel_option(func: F) -> F:
+    return click.option("--channel", "channel_name", default=None,
+                        help="The X channel (needed when several are configured).")(func)
+
+
+def _x_call(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except DeskbridgeError as err:
+        _fail(str(err))
+
+
+@x_webhook.command("register")
+@config_option
+@channel_option
+@click.argument("url")
+def x_webhook_register(config_path: str | None, channel_name: str | None, url: str) -> None:
+    """Register URL (deskbridge's public https://…/webhooks/x) with X."""
+    hooks = _x_webhooks(config_path, channel_name)
+    click.echo(json.dumps(_x_call(lambda: hooks.register(url))))
+
+
+@x_webhook.command("list")
+@config_option
+@channel_option
+def x_webhook_list(config_path: str | None, channel_name: str | None) -> None:
+    """The app's webhooks, one JSON line each."""
+    hooks = _x_webhooks(config_path, channel_name)
+    for hook in _x_call(hooks.list):
+        click.echo(json.dumps(hook))
+
+
+@x_webhook.command("delete")
+@config_option
+@channel_option
+@click.argument("webhook_id")
+def x_webhook_delete(config_path: str | None, channel_name: str | None, webhook_id: str) -> None:
+    """Delete one of the app's webhooks."""
+    hooks = _x_webhooks(config_path, channel_name)
+    click.echo("deleted" if _x_call(lambda: hooks.delete(webhook_id)) else "not deleted")
+
+
+@x_webhook.command("crc")
+@config_option
+@channel_option
+@click.argument("webhook_id")
+def x_webhook_crc(config_path: str | None, channel_name: str | None, webhook_id: str) -> None:
+    """Ask X to run its CRC check again (re-enables a webhook that failed one)."""
+    hooks = _x_webhooks(config_path, channel_name)
+    valid = _x_call(lambda: hooks.validate(webhook_id))
+    click.echo("valid" if valid else "invalid")
+    if not valid:
+        sys.exit(1)
+
+
+@x_webhook.command("subscribe")
+@config_option
+@channel_option
+@click.argument("webhook_id")
+def x_webhook_subscribe(config_path: str | None, channel_name: str | None,
+                        webhook_id: str) -> None:
+    """Subscribe the channel's account to the webhook, so its activity arrives."""
+    hooks = _x_webhooks(config_path, channel_name)
+    click.echo("subscribed" if _x_call(lambda: hooks.subscribe(webhook_id)) else "not subscribed")
+
+
 def main() -> None:
     cli(prog_name="deskbridge")
