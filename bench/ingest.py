@@ -38,7 +38,8 @@ from integrations.twitter.webhooks import sign
 ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = ROOT / "tests/payloads/x/account_activity/tweet_create_mention.json"
 SECRET = "bench-consumer-secret"
-GUNICORN = ["--workers", "2", "--worker-class", "sync", "--timeout", "30",
+# What `deskbridge serve` runs with (integrations/serving.py), for the bare app too.
+GUNICORN = ["--workers", "2", "--worker-class", "gthread", "--threads", "4", "--timeout", "30",
             "--graceful-timeout", "20"]
 
 
@@ -51,7 +52,7 @@ def free_port() -> int:
 def write_config(folder: Path, account: str) -> Path:
     path = folder / "deskbridge.toml"
     path.write_text(f"""[store]\nurl = "sqlite:///{folder}/deskbridge.db"\n[queue]
-url = "sqlite:///{folder}/queue.db"\n[log]\nlevel = "WARNING"\n[channels.brand]\ntype = "x"
+url = "sqlite:///{folder}/queue.db"\n[channels.brand]\ntype = "x"
 account_id = "{account}"\nhandle = "brand"\nconsumer_key = "ck"\nconsumer_secret = "{SECRET}"
 """)
     return path
@@ -169,9 +170,11 @@ def latency(port: int, work: list[tuple[str, bytes, str]], rate: float) -> tuple
 # ---------------------------------------------------------------- processes
 
 
-def start(command: list[str], port: int, cwd: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
+def start(command: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    """Start a server (its logs to `log`, as a service's would go to a file) and wait for it."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=out, start_new_session=True,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -179,8 +182,7 @@ def start(command: list[str], port: int, cwd: Path) -> subprocess.Popen[bytes]:
             return proc
         except OSError:
             if proc.poll() is not None:
-                raise SystemExit(f"{command[:4]} exited: {proc.stderr.read().decode()[-2000:]}"
-                                 if proc.stderr else "server exited")
+                raise SystemExit(f"{command[:4]} exited: {log.read_text()[-2000:]}") from None
             time.sleep(0.1)
     raise SystemExit(f"{command[:4]} did not start listening on {port}")
 
@@ -232,9 +234,11 @@ def main() -> None:
                         str(config)], check=True, capture_output=True, cwd=ROOT)
         db_port, bare_port = free_port(), free_port()
         deskbridge = start([sys.executable, "-m", "integrations", "serve", "--config", str(config),
-                            "--port", str(db_port), "--workers", "2"], db_port, ROOT)
+                            "--port", str(db_port), "--workers", "2"], db_port,
+                           folder / "deskbridge.log")
         bare = start([sys.executable, "-m", "gunicorn", *GUNICORN, "--bind",
-                      f"127.0.0.1:{bare_port}", "bench.bare_app:app"], bare_port, ROOT)
+                      f"127.0.0.1:{bare_port}", "bench.bare_app:app"], bare_port,
+                     folder / "bare.log")
         try:
             figures = measure(args, db_port, bare_port, deskbridge.pid, bare.pid)
         finally:

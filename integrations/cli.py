@@ -129,7 +129,9 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 @click.option("--host", default=None, help="Address to listen on (default: server.host).")
 @click.option("--port", type=int, default=None, help="Port to listen on (default: server.port).")
 @click.option("--workers", type=int, default=2, show_default=True, help="gunicorn web workers.")
-def serve(config_path: str | None, host: str | None, port: int | None, workers: int) -> None:
+@click.option("--threads", type=int, default=4, show_default=True, help="Threads per worker.")
+def serve(config_path: str | None, host: str | None, port: int | None, workers: int,
+          threads: int) -> None:
     """The web tier alone, under gunicorn (run `deskbridge worker` beside it)."""
     from integrations.serving import GunicornApp
 
@@ -137,7 +139,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         runtime.require_current_schema()
         settings = runtime.settings
     bind = f"{host or settings.server.host}:{port if port is not None else settings.server.port}"
-    GunicornApp(config_path, {"bind": bind, "workers": workers}).run()
+    GunicornApp(config_path, {"bind": bind, "workers": workers, "threads": threads}).run()
 
 
 @cli.command()

@@ -178,12 +178,11 @@ class Pipeline:
         for event, is_new in zip(events, result.is_new, strict=True):
             status = "accepted" if is_new else "duplicate"
             log.info(status, extra={"key": "/".join(event.natural_key), "event": status})
-        for item_id in result.new_ids:
-            try:
-                self.queue.enqueue(item_id)
-            except QueueUnavailable as err:
-                log.warning("queue down; the sweeper will send it", extra={
-                    "item_id": item_id, "error": str(err)})
+        try:
+            self.queue.enqueue_many(list(result.new_ids))
+        except QueueUnavailable as err:
+            log.warning("queue down; the sweeper will send them", extra={
+                "item_ids": list(result.new_ids), "error": str(err)})
         return result
 
     # ------------------------------------------------------------ process

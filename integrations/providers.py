@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from integrations.twitter.channel import XChannel
 from integrations.twitter.views import create_blueprint as x_blueprint
 
 if TYPE_CHECKING:
@@ -31,4 +30,11 @@ ChannelFactory = Callable[[str, Any], "Channel"]
 CHANNEL_BLUEPRINTS: dict[str, BlueprintFactory] = {"x": x_blueprint}
 HELPDESK_BLUEPRINTS: dict[str, BlueprintFactory] = {}
 HELPDESK_ADAPTERS: dict[str, HelpdeskFactory] = {}
-CHANNEL_ADAPTERS: dict[str, ChannelFactory] = {"x": XChannel}
+def _x_channel(name: str, settings: Any) -> Channel:
+    # Imported when first needed: web workers never send, so they never load tweepy.
+    from integrations.twitter.channel import XChannel
+
+    return XChannel(name, settings)
+
+
+CHANNEL_ADAPTERS: dict[str, ChannelFactory] = {"x": _x_channel}

@@ -15,7 +15,6 @@ from typing import Any
 
 from huey.consumer import Consumer
 
-from integrations import migrate
 from integrations.channels import Channel
 from integrations.config import Settings
 from integrations.errors import ConfigurationError, DeskbridgeError
@@ -107,10 +106,14 @@ class Runtime:
 
     def upgrade_schema(self) -> str | None:
         """Bring the store's schema to the newest migration."""
+        from integrations import migrate  # Alembic is only loaded by what migrates
+
         return migrate.upgrade(self.store.engine)
 
     def require_current_schema(self) -> None:
         """Raises ConfigurationError when the store needs `deskbridge db upgrade` first."""
+        from integrations import migrate
+
         if not migrate.is_current(self.store.engine):
             raise ConfigurationError(
                 "store: schema is not at the newest revision; run `deskbridge db upgrade`")

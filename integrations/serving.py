@@ -13,8 +13,9 @@ class GunicornApp(BaseApplication):  # type: ignore[misc]
 
     def __init__(self, config_path: str | None, options: dict[str, Any]) -> None:
         self.config_path = config_path
-        self.options = {"worker_class": "sync", "graceful_timeout": 20, "timeout": 30,
-                        "accesslog": None, **options}
+        # gthread: while one request waits on the store's fsync, another does its CPU work.
+        self.options = {"worker_class": "gthread", "threads": 4, "graceful_timeout": 20,
+                        "timeout": 30, "accesslog": None, **options}
         super().__init__()
 
     def load_config(self) -> None:

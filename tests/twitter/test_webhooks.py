@@ -83,6 +83,12 @@ def test_truncated_tweet_gives_the_full_text() -> None:
     assert m.text.endswith("What do I do next?")
 
 
+def test_long_post_full_text_from_extended_tweet_without_truncated_flag() -> None:
+    m = only_message("account_activity/handwritten_tweet_create_longform.json")
+    assert m.text.startswith("The Antikythera Mechanism") and len(m.text) > 2000
+    assert m.message_id == "1924465506158878979"  # id_str, not the rounded numeric id
+
+
 def test_quote_and_retweet_kinds() -> None:
     assert only_message("account_activity/tweet_create_quote.json").kind == MessageKind.QUOTE
     retweet = only_message("account_activity/handwritten_tweet_create_retweet.json")
