@@ -13,6 +13,7 @@ from typing import Any
 from integrations.errors import PayloadError
 from integrations.events import Deletion, Event, MessageKind, SocialMessage
 from integrations.twitter.webhooks import (
+    NOTICES,
     load_json,
     parse_delivery,
     parse_v2_dm,
@@ -24,7 +25,7 @@ from integrations.twitter.webhooks import (
 def inspect_payload(body: bytes, account: str = "") -> list[dict[str, Any]]:
     """One dict per message found; raises PayloadError for what is not an X payload."""
     payload = load_json(body)
-    if "for_user_id" in payload or "user_event" in payload or (
+    if "for_user_id" in payload or NOTICES & payload.keys() or (
             isinstance(payload.get("data"), Mapping) and "event_type" in payload["data"]):
         return [describe(e) for e in parse_delivery(body, datetime.now(UTC)).events]
     return [describe(e) for e in _api_events(payload, account)]

@@ -38,6 +38,11 @@ ACCOUNT_ACTIVITY_EVENTS: dict[str, str] = {
 }
 
 
+# Bodies X also POSTs to the webhook that are about the app, not an account: a user revoking
+# the app's access, and the outcome of a replay job. Acknowledged and ignored.
+NOTICES = frozenset({"user_event", "replay_job_status"})
+
+
 # ---------------------------------------------------------------- CRC and signatures
 
 
@@ -105,8 +110,9 @@ def parse_delivery(body: bytes, received_at: datetime) -> Delivery:
     payload = load_json(body)
     if "for_user_id" in payload:
         return parse_account_activity(payload)
-    if "user_event" in payload:  # an app's access revoked: nothing for a ticket
-        return Delivery(None, (), ("user_event",))
+    notices = sorted(NOTICES & payload.keys())
+    if notices:  # about the app or a replay job, not an account's activity
+        return Delivery(None, (), tuple(notices))
     if isinstance(payload.get("data"), Mapping) and "event_type" in payload["data"]:
         return parse_activity_event(payload, received_at)
     raise PayloadError("neither an Account Activity nor an X Activity API payload")

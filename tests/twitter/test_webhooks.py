@@ -118,6 +118,8 @@ def test_tweet_delete_is_a_deletion() -> None:
     "account_activity/handwritten_block_events.json",
     "account_activity/handwritten_mute_events.json",
     "account_activity/user_event_revoke.json",
+    "account_activity/replay_job_status_complete_template.json",
+    "account_activity/replay_job_status_incomplete_template.json",
     "activity_api/chat_received.json",
     "activity_api/oauth_revoke.json",
 ])
