@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = ROOT / "tests/payloads/x/account_activity/tweet_create_mention.json"
 SECRET = "bench-consumer-secret"
 # What `deskbridge serve` runs with (integrations/serving.py), for the bare app too.
-GUNICORN = ["--workers", "2", "--worker-class", "gthread", "--threads", "4", "--timeout", "30",
+GUNICORN = ["--workers", "2", "--worker-class", "gthread", "--timeout", "30",
             "--graceful-timeout", "20"]
 
 
@@ -225,6 +225,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--latency-requests", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=4, help="per gunicorn worker, both apps")
     args = parser.parse_args()
     account = json.loads(PAYLOAD.read_bytes())["for_user_id"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -234,9 +235,11 @@ def main() -> None:
                         str(config)], check=True, capture_output=True, cwd=ROOT)
         db_port, bare_port = free_port(), free_port()
         deskbridge = start([sys.executable, "-m", "integrations", "serve", "--config", str(config),
-                            "--port", str(db_port), "--workers", "2"], db_port,
+                            "--port", str(db_port), "--workers", "2", "--threads",
+                            str(args.threads)], db_port,
                            folder / "deskbridge.log")
-        bare = start([sys.executable, "-m", "gunicorn", *GUNICORN, "--bind",
+        bare = start([sys.executable, "-m", "gunicorn", *GUNICORN, "--threads", str(args.threads),
+                      "--bind",
                       f"127.0.0.1:{bare_port}", "bench.bare_app:app"], bare_port,
                      folder / "bare.log")
         try:

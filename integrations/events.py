@@ -162,13 +162,19 @@ def from_record(record: Mapping[str, Any]) -> Event:
         raise PayloadError(f"not a stored event record: {err}") from err
 
 
+_PLAIN = (str, int, float, bool, type(None))
+_USER_FIELDS = tuple(f.name for f in dataclasses.fields(SocialUser))
+
+
 def _encode(value: Any) -> Any:
+    if isinstance(value, _PLAIN):
+        return value
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, SocialUser):
-        return dataclasses.asdict(value)
+        return {name: getattr(value, name) for name in _USER_FIELDS}
     if isinstance(value, tuple):
         return list(value)
     if isinstance(value, Mapping):

@@ -8,9 +8,13 @@ replaced before the line is written.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import os
+import queue
 import sys
+import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -73,17 +77,83 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+class BackgroundHandler(logging.Handler):
+    """Formats and writes records on a thread of its own, all waiting lines in one write.
+
+    A request thread only queues the record; formatting, redaction and the write happen
+    beside it. `flush()` waits until everything queued so far is written; at exit (and on
+    `close()`) the queue is drained. Safe across fork: a forked process starts its own thread.
+    """
+
+    def __init__(self, stream: IO[str], formatter: logging.Formatter) -> None:
+        super().__init__()
+        self.stream = stream
+        self.setFormatter(formatter)
+        self._queue: queue.SimpleQueue[logging.LogRecord | threading.Event | None] = (
+            queue.SimpleQueue())
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.msg, record.args = record.getMessage(), None  # fix the text now, not later
+        self._ensure_thread()
+        self._queue.put(record)
+
+    def flush(self) -> None:
+        if self._thread is None or self._pid != os.getpid():
+            return
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(5)
+
+    def close(self) -> None:
+        if self._thread is not None and self._pid == os.getpid():
+            self._queue.put(None)
+            self._thread.join(5)
+            self._thread = None
+        super().close()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._write_forever, name="deskbridge-log",
+                                            daemon=True)
+            self._thread.start()
+            atexit.register(self.close)
+
+    def _write_forever(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < 1000:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            lines = [self.format(r) for r in batch if isinstance(r, logging.LogRecord)]
+            if lines:
+                try:
+                    self.stream.write("\n".join(lines) + "\n")
+                    self.stream.flush()
+                except (OSError, ValueError):  # a closed stream: nothing left to write to
+                    pass
+            for marker in batch:
+                if isinstance(marker, threading.Event):
+                    marker.set()
+            if None in batch:
+                return
+
+
 def configure_logging(
     level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = (),
     stream: IO[str] | None = None,
 ) -> logging.Handler:
-    """Send deskbridge's (and huey's, werkzeug's) logs to `stream` in the chosen format."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    """Send deskbridge's (and huey's, gunicorn's) logs to `stream` in the chosen format."""
     inner = JsonFormatter() if fmt == "json" else TextFormatter()
-    handler.setFormatter(RedactingFormatter(inner, secrets))
+    handler = BackgroundHandler(stream or sys.stderr, RedactingFormatter(inner, secrets))
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_deskbridge", False)]:
         root.removeHandler(old)
+        old.close()
     handler._deskbridge = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)

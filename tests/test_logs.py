@@ -26,6 +26,8 @@ def json_log() -> Iterator[io.StringIO]:
 
 
 def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    for handler in logging.getLogger().handlers:
+        handler.flush()  # the writer thread writes what is queued
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
