@@ -84,3 +84,11 @@ class RateLimited(ProviderError):
 
     def __init__(self, provider: str, retry_after: float, message: str = "rate limited") -> None:
         super().__init__(provider, message, status=429, retry_after=retry_after, permanent=False)
+
+
+class Deferral(DeskbridgeError):
+    """Not yet: the item waits for something else to happen first (not a failure)."""
+
+    def __init__(self, reason: str, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(reason)

@@ -23,7 +23,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from integrations.channels import Channel
-from integrations.errors import ConfigurationError, DeskbridgeError, PayloadError, ProviderError
+from integrations.errors import (
+    ConfigurationError,
+    Deferral,
+    DeskbridgeError,
+    PayloadError,
+    ProviderError,
+)
 from integrations.events import AgentReply, Deletion, Event, MessageKind, SocialMessage
 from integrations.helpdesk import DeletionNotice, Helpdesk, NewComment, NewTicket, WriteResult
 from integrations.linking import Action, LinkFacts, LinkRules, ThreadParent, decide
@@ -225,9 +231,10 @@ class Pipeline:
         now = self.clock()
         reason = f"{type(err).__name__}: {err}"
         fields = _kv(item, error=reason, attempts=item.attempts)
-        if isinstance(err, ProviderError) and err.retry_after is not None and not err.is_permanent:
+        wait = _asked_to_wait(err)
+        if wait is not None:
             if item.deferrals < self.policy.max_deferrals:
-                delay = self.policy.after_retry_after(err.retry_after, self.rng)
+                delay = self.policy.after_retry_after(wait, self.rng)
                 return self._retry(item, owner, now, delay, reason, "deferred", fields,
                                    counts_as_attempt=False)
         elif _is_transient(err) and item.attempts < self.policy.max_attempts:
@@ -274,6 +281,15 @@ class Pipeline:
         return ids
 
 
+def _asked_to_wait(err: Exception) -> float | None:
+    """Seconds to wait when the error is "not yet" (a rate limit, an item waiting its turn)."""
+    if isinstance(err, Deferral):
+        return err.retry_after
+    if isinstance(err, ProviderError) and not err.is_permanent:
+        return err.retry_after
+    return None
+
+
 def _is_transient(err: Exception) -> bool:
     if isinstance(err, (Permanent, PayloadError, ConfigurationError)):
         return False
@@ -304,6 +320,7 @@ def handle_message(work: Work) -> str:
     route = work.pipeline.router.route(message.channel, message.account)
     if route is None:
         return f"stored only: no mapping for {message.channel} account {message.account}"
+    _wait_for_parent(work, message)
     decision = decide(message, _facts(work, message, route), route.rules)
     if decision.action in (Action.IGNORE, Action.STORE_ONLY):
         return f"{decision.action.value}: {decision.reason}"
@@ -340,6 +357,24 @@ def _facts(work: Work, message: SocialMessage, route: Route) -> LinkFacts:
         return LinkFacts()
     return LinkFacts(thread_parent=ThreadParent(
         parent.message_id, parent.ticket_id, public=parent.public, verified=parent.verified))
+
+
+PARENT_WAIT_SECONDS = 2.0
+
+
+def _wait_for_parent(work: Work, message: SocialMessage) -> None:
+    """X does not promise order: a reply may arrive before the post it answers. When that
+    post is in the inbox but not processed yet, wait for it, so the reply finds its ticket.
+
+    Raises Deferral while the parent is still on its way.
+    """
+    if not message.in_reply_to_id:
+        return
+    parent = work.pipeline.store.find_item(message.channel, message.account,
+                                           message.in_reply_to_id)
+    if parent is not None and parent.status not in ("done", "dead"):
+        raise Deferral(f"waiting for message {message.in_reply_to_id}, which it answers",
+                       PARENT_WAIT_SECONDS)
 
 
 def _subject(message: SocialMessage) -> str:

@@ -277,3 +277,18 @@ def test_accept_keeps_items_when_the_queue_is_down(
     result = rt.pipeline.accept([message("1")])
     item = rt.store.get_item(result.new_ids[0])
     assert item is not None and item.status == ItemStatus.ACCEPTED
+
+
+def test_reply_that_arrives_before_its_parent_waits_for_it(
+    runtime_for: Callable[..., Runtime], helpdesk: RecordingHelpdesk, clock: FakeClock,
+) -> None:
+    rt = runtime_for(max_attempts=1)
+    (reply_id,) = rt.pipeline.accept([message("11", author_id="42", kind=MessageKind.REPLY,
+                                              in_reply_to_id="10")]).new_ids
+    (parent_id,) = rt.pipeline.accept([message("10", author_id="42")]).new_ids
+    assert rt.pipeline.process(reply_id) == "deferred"  # its parent is not on a ticket yet
+    assert rt.pipeline.process(parent_id) == "done"
+    clock.advance(10)
+    assert rt.pipeline.process(reply_id) == "done"  # a wait is no failed attempt
+    create, comment = helpdesk.writes()
+    assert comment["ticket_id"] == create["ticket_id"] and comment["message_id"] == "11"

@@ -199,3 +199,12 @@ def test_snowflake_at_brackets_a_real_posts_id() -> None:
     m = only_message("account_activity/tweet_create_mention.json")  # created 05:30:03.440
     made = int(snowflake_at(m.created_at))
     assert made <= int(m.message_id) < made + (1 << 22)  # same millisecond, other bits free
+
+
+def test_user_has_blocked_may_be_a_string_and_ids_may_be_numbers() -> None:
+    # Hand-modified from the recorded mention: X documents both spellings of the flag.
+    body = json.loads(load("account_activity/tweet_create_mention.json"))
+    body["user_has_blocked"] = "false"
+    body["for_user_id"] = int(body["for_user_id"])
+    (event,) = parse_delivery(json.dumps(body).encode(), NOW).events
+    assert isinstance(event, SocialMessage) and event.account == "1114259648326987776"
