@@ -9,9 +9,9 @@ import logging
 import os
 import random
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from huey.consumer import Consumer
 
@@ -27,6 +27,7 @@ from integrations.queue import TaskQueue, create_huey
 from integrations.store import Store
 
 log = logging.getLogger("deskbridge.runtime")
+T = TypeVar("T")
 
 
 class SettingsRouter:
@@ -63,26 +64,23 @@ class SettingsRouter:
         name = self._channel_names.get((kind, account))
         if name is None:
             raise ConfigurationError(f"no {kind} channel is configured for account {account}")
-        with self._lock:
-            if name not in self._channels:
-                settings = self._settings.channels[name]
-                factory = CHANNEL_ADAPTERS.get(settings.type)
-                if factory is None:
-                    raise ConfigurationError(
-                        f"channels.{name}: no adapter for type {settings.type!r} in this version")
-                self._channels[name] = factory(name, settings)
-            return self._channels[name]
+        return self._adapter(self._channels, "channels", name, CHANNEL_ADAPTERS)
 
     def helpdesk(self, name: str) -> Helpdesk:
+        """The helpdesk adapter of this name; raises ConfigurationError if it has none."""
+        return self._adapter(self._helpdesks, "helpdesks", name, HELPDESK_ADAPTERS)
+
+    def _adapter(self, built: dict[str, T], section: str, name: str,
+                 factories: Mapping[str, Callable[[str, Any], T]]) -> T:
         with self._lock:
-            if name not in self._helpdesks:
-                settings = self._settings.helpdesks[name]
-                factory = HELPDESK_ADAPTERS.get(settings.type)
+            if name not in built:
+                settings = getattr(self._settings, section)[name]
+                factory = factories.get(settings.type)
                 if factory is None:
                     raise ConfigurationError(
-                        f"helpdesks.{name}: no adapter for type {settings.type!r} in this version")
-                self._helpdesks[name] = factory(name, settings)
-            return self._helpdesks[name]
+                        f"{section}.{name}: no adapter for type {settings.type!r} in this version")
+                built[name] = factory(name, settings)
+            return built[name]
 
 
 class Runtime:

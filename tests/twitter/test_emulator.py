@@ -13,9 +13,7 @@ import hmac
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,17 +22,16 @@ import requests
 import tweepy
 from flask import Flask, Response, request
 from pydantic import SecretStr
-from werkzeug.serving import make_server
 
 from integrations.twitter.client import make_client
 from integrations.twitter.emulator import (
     Credentials,
-    EmulatorRequestHandler,
     XEmulator,
     crc_response_token,
     create_app,
     sign_webhook_body,
 )
+from tests.twitter.conftest import served
 
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -45,19 +42,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@contextmanager
-def served(app: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True,
-                         request_handler=EmulatorRequestHandler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture
