@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from integrations.errors import ConfigError, ConfigProblem
+from integrations.references import compile_pattern
 from integrations.salesforce.settings import SalesforceSettings
 from integrations.twitter.settings import XChannelSettings
 from integrations.zendesk.settings import ZendeskSettings
@@ -190,6 +191,23 @@ class MappingSettings(BaseModel):
     # link to the whole answer: reply_link, where {ticket_id} stands for the ticket's id).
     long_replies: Literal["thread", "truncate"] = "thread"
     reply_link: str | None = None
+    # Linking: a cited ticket whose requester is not known to be the sender becomes an
+    # internal note marked unverified ("internal_note") or a new ticket ("new_ticket").
+    unverified_reference: Literal["internal_note", "new_ticket"] = "internal_note"
+    dm_public: bool = False  # may a DM become a public comment?
+    session_window_days: int = Field(default=14, ge=1)
+    reference_patterns: list[str] = Field(default_factory=list)  # each with (?P<number>...)
+    ticket_hosts: list[str] = Field(default_factory=list)  # beside *.zendesk.com
+
+    @field_validator("reference_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                compile_pattern(pattern)
+            except (re.error, ValueError) as err:
+                raise ValueError(f"reference pattern {pattern!r}: {err}") from err
+        return patterns
 
     @model_validator(mode="after")
     def _truncate_needs_a_link(self) -> MappingSettings:

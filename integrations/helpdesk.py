@@ -23,6 +23,8 @@ class Ticket:
     requester_id: str | None
     updated_at: datetime | None = None
     is_closed: bool = False
+    requester_social_ids: tuple[str, ...] = ()  # X user ids the helpdesk knows for the requester
+    requester_handles: tuple[str, ...] = ()  # handles of the requester's X identities
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class NewTicket:
     subject: str
     tags: tuple[str, ...] = ()
     follow_up_of: str | None = None  # a closed ticket this one follows up
+    verified: bool = True  # False: the sender claims a ticket it is not known to own
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,10 @@ class Helpdesk(Protocol):
 
     def find_user(self, author: SocialUser) -> HelpdeskUser | None:
         """The helpdesk user known to be this social user, if any."""
+        ...
+
+    def open_tickets(self, user_id: str) -> list[Ticket]:
+        """The user's tickets that are not closed, read fresh."""
         ...
 
     def create_ticket(self, request: NewTicket, idempotency_key: str) -> WriteResult:

@@ -32,9 +32,17 @@ from integrations.errors import (
 )
 from integrations.events import AgentReply, Deletion, Event, MessageKind, SocialMessage
 from integrations.helpdesk import DeletionNotice, Helpdesk, NewComment, NewTicket, WriteResult
-from integrations.linking import Action, LinkFacts, LinkRules, ThreadParent, decide
+from integrations.linking import Action, LinkDecision, LinkRules, PendingClaim, decide
+from integrations.lookup import StoreHelpdeskLookup
 from integrations.queue import QueueUnavailable, TaskQueue
-from integrations.store import AcceptResult, DeliveryStatus, ItemRecord, LinkRecord, Store
+from integrations.store import (
+    AcceptResult,
+    DeliveryStatus,
+    IdentityRecord,
+    ItemRecord,
+    LinkRecord,
+    Store,
+)
 
 log = logging.getLogger("deskbridge.pipeline")
 
@@ -321,22 +329,14 @@ def handle_message(work: Work) -> str:
     if route is None:
         return f"stored only: no mapping for {message.channel} account {message.account}"
     _wait_for_parent(work, message)
-    decision = decide(message, _facts(work, message, route), route.rules)
+    helpdesk = route.helpdesk
+    lookup = StoreHelpdeskLookup(work.pipeline.store, helpdesk)
+    decision = decide(message, lookup, route.rules, work.now)
     if decision.action in (Action.IGNORE, Action.STORE_ONLY):
         return f"{decision.action.value}: {decision.reason}"
-    helpdesk = route.helpdesk
-    if decision.action == Action.CREATE:
-        request = NewTicket(message, subject=_subject(message), tags=route.tags)
-        written = work.deliver("create_ticket", helpdesk.name,
-                               lambda key: helpdesk.create_ticket(request, key),
-                               helpdesk.find_write)
-    else:
-        assert decision.ticket_id is not None
-        comment = NewComment(decision.ticket_id, message, public=decision.public,
-                             verified=decision.verified, reason=decision.reason)
-        written = work.deliver("comment", helpdesk.name,
-                               lambda key: helpdesk.add_comment(comment, key),
-                               helpdesk.find_write)
+    written = _write(work, message, decision, route)
+    if decision.claim is not None:
+        _record_claim(work, message, decision.claim, helpdesk.name)
     work.pipeline.store.record_link(work.item.id, LinkRecord(
         message_id=message.message_id, helpdesk=helpdesk.name, ticket_id=written.ticket_id,
         action=decision.action.value, rule=decision.rule.value, reason=decision.reason,
@@ -348,15 +348,33 @@ def handle_message(work: Work) -> str:
            f"({decision.rule.value}: {decision.reason})"
 
 
-def _facts(work: Work, message: SocialMessage, route: Route) -> LinkFacts:
-    if not message.in_reply_to_id:
-        return LinkFacts()
-    parent = work.pipeline.store.link_for_message(
-        message.channel, message.account, message.in_reply_to_id)
-    if parent is None or parent.helpdesk != route.helpdesk.name:
-        return LinkFacts()
-    return LinkFacts(thread_parent=ThreadParent(
-        parent.message_id, parent.ticket_id, public=parent.public, verified=parent.verified))
+def _write(work: Work, message: SocialMessage, decision: LinkDecision,
+           route: Route) -> WriteResult:
+    """Carry out a decision on the helpdesk: a new ticket (or follow-up), or a comment."""
+    helpdesk = route.helpdesk
+    if decision.action in (Action.CREATE, Action.FOLLOW_UP):
+        request = NewTicket(message, subject=_subject(message), tags=route.tags,
+                            follow_up_of=decision.ticket_id, verified=decision.verified,
+                            reason=decision.reason)
+        return work.deliver("create_ticket", helpdesk.name,
+                            lambda key: helpdesk.create_ticket(request, key), helpdesk.find_write)
+    assert decision.ticket_id is not None
+    comment = NewComment(decision.ticket_id, message, public=decision.public,
+                         verified=decision.verified, reason=decision.reason)
+    return work.deliver("comment", helpdesk.name,
+                        lambda key: helpdesk.add_comment(comment, key), helpdesk.find_write)
+
+
+def _record_claim(work: Work, message: SocialMessage, claim: PendingClaim, helpdesk: str) -> None:
+    """The sender claims a ticket it is not known to own; an agent confirms it later."""
+    author = message.author
+    known = work.pipeline.store.identities_for(author.channel, author.user_id)
+    if any(i.helpdesk == helpdesk and i.status == "verified" for i in known):
+        return
+    work.pipeline.store.save_identity(IdentityRecord(
+        channel=author.channel, social_user_id=author.user_id, handle=author.handle,
+        helpdesk=helpdesk, helpdesk_user_id=claim.requester_id or "", status="pending",
+        ticket_id=claim.ticket_id), work.now)
 
 
 PARENT_WAIT_SECONDS = 2.0

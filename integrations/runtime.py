@@ -24,6 +24,7 @@ from integrations.linking import LinkRules
 from integrations.pipeline import Clock, Pipeline, RetryPolicy, Route, utcnow
 from integrations.providers import CHANNEL_ADAPTERS, HELPDESK_ADAPTERS
 from integrations.queue import TaskQueue, create_huey
+from integrations.references import ReferenceRules, compile_pattern
 from integrations.store import Store
 
 log = logging.getLogger("deskbridge.runtime")
@@ -55,6 +56,12 @@ class SettingsRouter:
         rules = LinkRules(
             open_tickets_for=frozenset(MessageKind(k) for k in mapping.open_tickets_for),
             include_retweets=mapping.include_retweets,
+            unverified_reference=mapping.unverified_reference, dm_public=mapping.dm_public,
+            session_window=timedelta(days=mapping.session_window_days),
+            references=ReferenceRules(
+                helpdesk=self._settings.helpdesks[mapping.helpdesk].type,
+                ticket_hosts=tuple(h.lower() for h in mapping.ticket_hosts),
+                patterns=tuple(compile_pattern(p) for p in mapping.reference_patterns)),
         )
         return Route(mapping.name, self.helpdesk(mapping.helpdesk), rules, tuple(mapping.tags),
                      long_replies=mapping.long_replies, reply_link=mapping.reply_link)

@@ -779,6 +779,17 @@ class Store:
             ).first()
             return _snapshot(row, LinkRecord) if row else None
 
+    def latest_link_in_conversation(
+        self, channel: str, account: str, conversation_id: str, helpdesk: str,
+    ) -> LinkRecord | None:
+        """The newest link of any message of this conversation to this helpdesk."""
+        stmt = (select(Link).filter_by(channel=channel, account=account,
+                                       conversation_id=conversation_id, helpdesk=helpdesk)
+                .order_by(Link.id.desc()).limit(1))
+        with self.session() as s:
+            row = s.scalars(stmt).first()
+            return _snapshot(row, LinkRecord) if row else None
+
     def links_for_ticket(self, helpdesk: str, ticket_id: str) -> list[LinkRecord]:
         """Every message linked to a ticket, oldest first."""
         stmt = select(Link).filter_by(helpdesk=helpdesk, ticket_id=ticket_id).order_by(Link.id)
@@ -801,6 +812,19 @@ class Store:
         )
         with self.session() as s:
             s.execute(stmt)
+
+    def confirm_identity(self, helpdesk: str, ticket_id: str, now: datetime) -> list[IdentityRecord]:
+        """An agent confirmed the pending claims on a ticket: those senders are its requester.
+
+        Returns the identities now verified.
+        """
+        stmt = select(Identity).filter_by(helpdesk=helpdesk, ticket_id=ticket_id,
+                                          status="pending")
+        with self.session() as s:
+            rows = list(s.scalars(stmt))
+            for row in rows:
+                row.status, row.updated_at = "verified", now
+            return [_snapshot(r, IdentityRecord) for r in rows]
 
     def identities_for(self, channel: str, social_user_id: str) -> list[IdentityRecord]:
         stmt = select(Identity).filter_by(channel=channel, social_user_id=social_user_id)

@@ -42,6 +42,8 @@ class RecordingHelpdesk:
         self.failures = list(failures or [])
         self.on_write = on_write
         self._lock = threading.Lock()
+        self.tickets: dict[str, Ticket] = {}  # tickets that exist before the test: seed them
+        self.users: dict[str, HelpdeskUser] = {}  # X user id → the helpdesk user known for it
         self._in_flight: dict[str, int] = defaultdict(int)
         self.max_overlap: dict[str, int] = defaultdict(int)
 
@@ -53,12 +55,28 @@ class RecordingHelpdesk:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line]
 
     def get_ticket(self, ticket_id: str) -> Ticket | None:
+        if ticket_id in self.tickets:
+            return self.tickets[ticket_id]
         created = [w for w in self.writes() if w["op"] == "create_ticket"]
         match = next((w for w in created if w["ticket_id"] == ticket_id), None)
-        return Ticket(ticket_id, "open", match["author_id"]) if match else None
+        if match is None:
+            return None
+        return Ticket(ticket_id, "open", f"user-{match['author_id']}",
+                      requester_social_ids=(match["author_id"],))
 
     def find_user(self, author: SocialUser) -> HelpdeskUser | None:
-        return None
+        # Like a helpdesk that stored the X user id on the requester it created.
+        if author.user_id in self.users:
+            return self.users[author.user_id]
+        created = any(w["op"] == "create_ticket" and w["author_id"] == author.user_id
+                      for w in self.writes())
+        return HelpdeskUser(f"user-{author.user_id}") if created else None
+
+    def open_tickets(self, user_id: str) -> list[Ticket]:
+        created = {w["ticket_id"] for w in self.writes() if w["op"] == "create_ticket"}
+        every = [*self.tickets.values(), *(t for i in sorted(created)
+                                           if (t := self.get_ticket(i)) is not None)]
+        return [t for t in every if t.requester_id == user_id and not t.is_closed]
 
     def find_write(self, idempotency_key: str) -> WriteResult | None:
         match = next((w for w in self.writes() if w["key"] == idempotency_key), None)
@@ -68,18 +86,20 @@ class RecordingHelpdesk:
 
     def create_ticket(self, request: NewTicket, idempotency_key: str) -> WriteResult:
         return self._write("create_ticket", idempotency_key, request.message.author.user_id,
-                           request.message.message_id, None)
+                           request.message.message_id, None,
+                           {"follow_up_of": request.follow_up_of, "verified": request.verified})
 
     def add_comment(self, request: NewComment, idempotency_key: str) -> WriteResult:
         return self._write("comment", idempotency_key, request.message.author.user_id,
-                           request.message.message_id, request.ticket_id)
+                           request.message.message_id, request.ticket_id,
+                           {"public": request.public, "verified": request.verified})
 
     def record_deletion(self, request: DeletionNotice, idempotency_key: str) -> WriteResult:
         return self._write("deletion_note", idempotency_key, request.deletion.author_id,
                            request.deletion.message_id, request.ticket_id)
 
     def _write(self, op: str, key: str, author_id: str, message_id: str,
-               ticket_id: str | None) -> WriteResult:
+               ticket_id: str | None, details: dict[str, Any] | None = None) -> WriteResult:
         with self._lock:
             self._in_flight[author_id] += 1
             self.max_overlap[author_id] = max(self.max_overlap[author_id],
@@ -96,7 +116,8 @@ class RecordingHelpdesk:
                 result = WriteResult(ticket, f"{op}-{number}")
                 self._append({"op": op, "key": key, "author_id": author_id,
                               "message_id": message_id, "ticket_id": ticket,
-                              "provider_id": result.provider_id, "pid": os.getpid()})
+                              "provider_id": result.provider_id, "pid": os.getpid(),
+                              **(details or {})})
             if self.on_write:
                 self.on_write()
             if self.hang == "after":
