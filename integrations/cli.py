@@ -234,6 +234,42 @@ def db_upgrade(config_path: str | None) -> None:
 
 
 @cli.command()
+@click.option("--helpdesk", type=click.Choice(["zendesk", "salesforce"]), required=True)
+def refs(helpdesk: str) -> None:
+    """Ticket references in each line of standard input, one JSON object per line."""
+    from integrations.references import ReferenceRules, extract_references
+
+    rules = ReferenceRules(helpdesk=helpdesk)
+    out = sys.stdout
+    for raw in sys.stdin.buffer:  # split on "\n" only: other line breaks are message text
+        line = raw.decode("utf-8", errors="replace").removesuffix("\n").removesuffix("\r")
+        found = [{"number": r.number, "start": r.start, "end": r.end}
+                 for r in extract_references(line, rules)]
+        out.write(json.dumps({"refs": found}) + "\n")
+        out.flush()
+
+
+@cli.command()
+@config_option
+@click.option("--mapping", "mapping_name", required=True, help="The mapping whose rules apply.")
+@click.argument("text")
+@click.option("--reply-to", default=None, help="The id of the message this one answers.")
+@click.option("--dm", is_flag=True, help="As a direct message.")
+@click.option("--from", "sender", default="customer", show_default=True,
+              help="The sender's handle (or handle:user_id).")
+def link(config_path: str | None, mapping_name: str, text: str, reply_to: str | None,
+         dm: bool, sender: str) -> None:
+    """Dry run: where would this message go, and why? Writes nothing."""
+    from integrations.dryrun import dry_run_link
+
+    with opened(config_path) as runtime:
+        runtime.require_current_schema()
+        for line in dry_run_link(runtime, mapping_name, text, reply_to=reply_to, dm=dm,
+                                 sender=sender):
+            click.echo(line)
+
+
+@cli.command()
 @click.argument("provider", type=click.Choice(["x"]))
 @click.argument("payload", type=click.File("rb"))
 @click.option("--account", default="", help="The subscribed account's id, for API responses "

@@ -7,11 +7,24 @@ the helpdesk's API budget is spent on what the decision actually needs.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from integrations.events import SocialMessage, SocialUser
-from integrations.helpdesk import Helpdesk, Ticket
+from integrations.helpdesk import HelpdeskUser, Ticket
 from integrations.linking import Sender, ThreadParent, TicketFacts
 from integrations.store import Store
+
+
+class HelpdeskReader(Protocol):
+    """The read side of a helpdesk: all that linking needs."""
+
+    name: str
+
+    def get_ticket(self, ticket_id: str) -> Ticket | None: ...
+
+    def find_user(self, author: SocialUser) -> HelpdeskUser | None: ...
+
+    def open_tickets(self, user_id: str) -> list[Ticket]: ...
 
 
 def ticket_facts(ticket: Ticket) -> TicketFacts:
@@ -26,7 +39,7 @@ class StoreHelpdeskLookup:
     """The `LinkLookup` of one message: the store for links and identities, the helpdesk for
     tickets and users."""
 
-    def __init__(self, store: Store, helpdesk: Helpdesk) -> None:
+    def __init__(self, store: Store, helpdesk: HelpdeskReader) -> None:
         self.store, self.helpdesk = store, helpdesk
         self._tickets: dict[str, TicketFacts | None] = {}
         self._senders: dict[str, Sender | None] = {}

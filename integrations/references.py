@@ -49,12 +49,13 @@ _OTHER_WORDS = (
     r"|iban|kvk|btw|sendungsnummer|trackingnummer|vlucht|flug|vol|vuelo"
 )
 
-# What may stand between a ticket word and its number.
+# What may stand between a ticket word and its number: one character or one word at a time,
+# never a digit, so a run of them is matched possessively (`*+`): nothing to backtrack into.
 _CONNECTOR = (
-    r"(?:[\s#:\-–(\[=.]+|(?:no|nr|n°|nº|num|núm|nb)\.?(?=[\s#:\d])"
-    rf"|(?:{_NUMBER_WORD}|numéro|número|nummer|is|ist|est|es|was)(?!\w))"
+    r"(?:[\s#:\-–(\[=.]|(?:no|nr|n°|nº|núm|nb)\.?(?=[\s#:\d])"
+    r"|(?:nummers?|numbers?|num|numéro|número|is|ist|est|es|was)(?!\w))"
 )
-_LIST_JOIN = r"\s*(?:,|&|/|\+|\band\b|\ben\b|\bund\b|\bet\b|\by\b|\be\b)\s*#?\s*"
+_LIST_JOIN = r"\s*+(?:,|&|/|\+|\band\b|\ben\b|\bund\b|\bet\b|\by\b|\be\b)\s*+#?\s*+"
 
 _NUMBER = r"(?P<num>\d+)"
 # After a number: what shows it is a price, a date, a time, a version, a phone or a quantity.
@@ -65,18 +66,20 @@ _NOT_A_TICKET_AFTER = re.compile(
     re.IGNORECASE,
 )
 
-_TICKET_RE = re.compile(rf"{_TICKET_WORD}(?P<conn>{_CONNECTOR}*?){_NUMBER}(?!\d)",
+_TICKET_RE = re.compile(rf"{_TICKET_WORD}(?P<conn>{_CONNECTOR}*+){_NUMBER}(?!\d)",
                         re.IGNORECASE)
 _LIST_RE = re.compile(rf"{_LIST_JOIN}{_NUMBER}(?!\d)", re.IGNORECASE)
 _HASH_RE = re.compile(r"(?<![\w&#/])#\s?(?P<num>\d+)(?![\w])")
-_OTHER_RE = re.compile(rf"(?<!\w)(?:{_OTHER_WORDS})(?!\w){_CONNECTOR}*?#?\s*$", re.IGNORECASE)
+_OTHER_RE = re.compile(rf"(?<!\w)(?:{_OTHER_WORDS})(?!\w){_CONNECTOR}*+$", re.IGNORECASE)
 _YEAR = re.compile(r"(?:19|20)\d\d")
 
 # Links: helpdesk ticket links count; any other link, e-mail address or @handle is masked.
-_URL_RE = re.compile(r"(?:https?://|www\.)\S+|\b[\w.-]+\.[a-z]{2,}/\S*", re.IGNORECASE)
-_HANDLE_RE = re.compile(r"[@＠]\w+|\b[\w.+-]+@[\w-]+\.[\w.]+")
+# Each starts only where its run starts (the lookbehinds), so no run is scanned twice.
+_URL_RE = re.compile(r"(?:https?://|www\.)\S+|(?<![\w.-])(?:[\w-]++\.)++[a-z]{2,}/\S*",
+                     re.IGNORECASE)
+_HANDLE_RE = re.compile(r"[@＠]\w+|(?<![\w.+-])[\w.+-]++@[\w-]+\.[\w.]+")
 _TICKET_PATH = re.compile(
-    r"^(?:https?://)?(?P<host>[\w.-]+)(?::\d+)?/(?:hc/[\w-]+/)?"
+    r"^(?:https?://)?(?P<host>[\w.-]+)(?::\d+)?/(?:hc/(?:[\w-]+/)?)?"
     r"(?:requests|tickets|agent/tickets)/(?P<num>\d+)(?:[/?#].*)?$",
     re.IGNORECASE,
 )

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from huey.consumer import Consumer
 
 from integrations.channels import Channel
-from integrations.config import Settings
+from integrations.config import MappingSettings, Settings
 from integrations.errors import ConfigurationError, DeskbridgeError
 from integrations.events import MessageKind
 from integrations.helpdesk import Helpdesk
@@ -53,7 +53,13 @@ class SettingsRouter:
         mapping = next((m for m in self._settings.mappings if m.channel == name), None)
         if mapping is None:
             return None
-        rules = LinkRules(
+        rules = self.rules_for(mapping)
+        return Route(mapping.name, self.helpdesk(mapping.helpdesk), rules, tuple(mapping.tags),
+                     long_replies=mapping.long_replies, reply_link=mapping.reply_link)
+
+    def rules_for(self, mapping: MappingSettings) -> LinkRules:
+        """The link rules a mapping sets."""
+        return LinkRules(
             open_tickets_for=frozenset(MessageKind(k) for k in mapping.open_tickets_for),
             include_retweets=mapping.include_retweets,
             unverified_reference=mapping.unverified_reference, dm_public=mapping.dm_public,
@@ -63,8 +69,6 @@ class SettingsRouter:
                 ticket_hosts=tuple(h.lower() for h in mapping.ticket_hosts),
                 patterns=tuple(compile_pattern(p) for p in mapping.reference_patterns)),
         )
-        return Route(mapping.name, self.helpdesk(mapping.helpdesk), rules, tuple(mapping.tags),
-                     long_replies=mapping.long_replies, reply_link=mapping.reply_link)
 
     def channel(self, kind: str, account: str) -> Channel:
         """The channel adapter for this account; raises ConfigurationError if none."""
