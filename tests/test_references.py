@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from integrations.references import (
+    DEFAULT_RULES,
     ReferenceRules,
     compile_pattern,
     extract_references,
@@ -21,7 +22,7 @@ from integrations.references import (
 SF = ReferenceRules(helpdesk="salesforce")
 
 
-def numbers(text: str, rules: ReferenceRules = ReferenceRules(), urls: tuple[str, ...] = ()
+def numbers(text: str, rules: ReferenceRules = DEFAULT_RULES, urls: tuple[str, ...] = ()
             ) -> list[str]:
     return [r.number for r in extract_references(text, rules, urls)]
 
