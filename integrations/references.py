@@ -25,18 +25,18 @@ _TICKET_STEMS = {
     "en": ["support tickets?", "tickets?", "requests?", "cases?", "refs?", "references?"],
     "nl": ["ticketnr", "zaak", "zaken", "dossiers?", "referenties?", "meldings?", "meldingen",
            "aanvraag", "aanvragen"],
-    "de": ["tickets?", "anfragen?", "fall", "fälle", "vorgangs?", "vorgänge", "referenzen?"],
+    "de": ["tickets?", "anfragen?", "fall", "fälle", "vorgangs?", "vorgänge", "referenz(?:en)?"],
     "fr": ["numéros? de tickets?", "numéros? de dossiers?", "dossiers?", "demandes?",
            "références?"],
     "es": ["números? de casos?", "números? de incidencias?", "casos?", "incidencias?",
            "solicitud(?:es)?", "referencias?"],
 }
-_NUMBER_WORD = r"(?:nummers?|numbers?|nr|no|num)"
+_NUMBER_WORD = r"(?:nummers?|nummern|numbers?|nr|no|num)"
 _TICKET_WORD = (
     r"(?<![\w@#/])(?P<word>"
     + "|".join(sorted({s for stems in _TICKET_STEMS.values() for s in stems}, key=len,
                       reverse=True))
-    + rf")(?:-?{_NUMBER_WORD}\.?)?(?!\w)"
+    + rf")(?:-?{_NUMBER_WORD}\.?)?(?![^\W\d])"  # digits may follow at once: "ticketnr48021"
 )
 
 # Words for other things: a number they introduce is never a ticket, not even behind `#`.
