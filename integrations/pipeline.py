@@ -121,15 +121,18 @@ class Work:
 
     def deliver(
         self, operation: str, target: str, write: Callable[[str], WriteResult],
-        find: Callable[[str], WriteResult | None],
+        find: Callable[[str], WriteResult | None], *, slot: str | None = None,
     ) -> WriteResult:
         """Write once: record the intent, reconcile an unknown outcome, call, record the result.
 
+        The idempotency key is the item's natural key and `slot` (default: the operation).
+        A slot names the write, not how it is done: a retry must find the earlier attempt even
+        if it would now choose another operation.
         Raises whatever `write` raises; a permanent provider refusal is recorded as failed,
         any other error leaves the intent open so the next attempt reconciles first.
         """
         store = self.pipeline.store
-        key = ":".join((*self.item.natural_key, operation))
+        key = ":".join((*self.item.natural_key, slot or operation))
         record, fresh = store.begin_delivery(key, self.item.id, target, operation, self.now)
         if record.status == DeliveryStatus.DONE and record.provider_id is not None:
             return WriteResult(record.ticket_id or "", record.provider_id)
@@ -348,6 +351,12 @@ def handle_message(work: Work) -> str:
            f"({decision.rule.value}: {decision.reason})"
 
 
+# A message is written to its helpdesk once, whichever way: after a crash the world may have
+# changed through our own unrecorded write (the customer now has a ticket), so a second
+# decision could differ from the first; one key makes the retry find the first write instead.
+HELPDESK_SLOT = "helpdesk"
+
+
 def _write(work: Work, message: SocialMessage, decision: LinkDecision,
            route: Route) -> WriteResult:
     """Carry out a decision on the helpdesk: a new ticket (or follow-up), or a comment."""
@@ -357,12 +366,14 @@ def _write(work: Work, message: SocialMessage, decision: LinkDecision,
                             follow_up_of=decision.ticket_id, verified=decision.verified,
                             reason=decision.reason)
         return work.deliver("create_ticket", helpdesk.name,
-                            lambda key: helpdesk.create_ticket(request, key), helpdesk.find_write)
+                            lambda key: helpdesk.create_ticket(request, key), helpdesk.find_write,
+                            slot=HELPDESK_SLOT)
     assert decision.ticket_id is not None
     comment = NewComment(decision.ticket_id, message, public=decision.public,
                          verified=decision.verified, reason=decision.reason)
     return work.deliver("comment", helpdesk.name,
-                        lambda key: helpdesk.add_comment(comment, key), helpdesk.find_write)
+                        lambda key: helpdesk.add_comment(comment, key), helpdesk.find_write,
+                        slot=HELPDESK_SLOT)
 
 
 def _record_claim(work: Work, message: SocialMessage, claim: PendingClaim, helpdesk: str) -> None:
