@@ -77,3 +77,22 @@ def test_db_upgrade_events_and_replay(
 def test_replay_needs_ids_or_all() -> None:
     code, _, err = invoke("replay")
     assert code == 2 and "--all" in err
+
+
+def test_link_dry_run_explains_the_decision_and_writes_nothing(
+    tmp_path: Path, make_config: Callable[..., Path],
+) -> None:
+    config = make_config(f"sqlite:///{tmp_path}/s.db", f"sqlite:///{tmp_path}/q.db")
+    assert invoke("db", "upgrade", "--config", str(config))[0] == 0
+    code, out, _ = invoke("link", "--config", str(config), "--mapping", "acme",
+                          "Mijn zaaknummer is 48213, bestelling 99999", "--dm", "--from", "klant:42")
+    assert code == 0
+    lines = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    assert lines["action"].strip() == "create" and lines["visibility"].strip() == "internal"
+    assert lines["references"].strip() == "48213"
+    assert "no adapter for type 'zendesk'" in lines["note"]
+    runtime = Runtime(load_settings(config))
+    assert runtime.store.count_items() == dict.fromkeys(runtime.store.count_items(), 0)
+    runtime.close()
+    code, _, err = invoke("link", "--config", str(config), "--mapping", "nope", "hallo")
+    assert code == 1 and "no mapping 'nope' (configured: acme)" in err

@@ -601,3 +601,15 @@ def test_direct_construction_checks_the_same_rules() -> None:
                 "poll_interval_seconds": 5,
             }
         )
+
+
+def test_mapping_reference_patterns_must_compile_with_a_number_group() -> None:
+    text = ('[channels.c]\ntype = "x"\naccount_id = "1"\nhandle = "h"\nconsumer_key = "k"\n'
+            'consumer_secret = "s"\n[helpdesks.h]\ntype = "zendesk"\nsubdomain = "a"\n'
+            'email = "a@b.example"\ntoken = "t"\n[[mappings]]\nname = "m"\nchannel = "c"\n'
+            'helpdesk = "h"\nreference_patterns = ["CS-\\\\d+", "(unclosed"]\n')
+    with pytest.raises(ConfigError) as err:
+        parse_settings(text, environ={})
+    (problem,) = err.value.problems
+    assert problem.key == "mappings[0].reference_patterns"
+    assert "named group" in problem.message and problem.line == 16
