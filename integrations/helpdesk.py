@@ -44,6 +44,7 @@ class NewTicket:
     follow_up_of: str | None = None  # a closed ticket this one follows up
     verified: bool = True  # False: the sender claims a ticket it is not known to own
     reason: str = ""
+    requester_id: str | None = None  # the helpdesk user known to be the sender, if any
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class NewComment:
     verified: bool
     reason: str
     notes: tuple[str, ...] = field(default_factory=tuple)
+    author_id: str | None = None  # the helpdesk user who is the sender (public comments)
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,12 @@ class DeletionNotice:
 
 @dataclass(frozen=True)
 class WriteResult:
-    """What a write produced: the ticket it touched and the provider's id of the new thing."""
+    """What a write produced: the ticket it touched and the provider's id of the new thing
+    (and, for a new ticket, the requester it was opened for)."""
 
     ticket_id: str
     provider_id: str
+    requester_id: str | None = None
 
 
 class Helpdesk(Protocol):

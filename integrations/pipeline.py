@@ -337,7 +337,11 @@ def handle_message(work: Work) -> str:
     decision = decide(message, lookup, route.rules, work.now)
     if decision.action in (Action.IGNORE, Action.STORE_ONLY):
         return f"{decision.action.value}: {decision.reason}"
-    written = _write(work, message, decision, route)
+    sender = lookup.sender(message.author)
+    known = sender.helpdesk_user_id if sender is not None and sender.verified else None
+    written = _write(work, message, decision, route, known)
+    if written.requester_id and written.requester_id != known:
+        _record_requester(work, message, helpdesk.name, written.requester_id)
     if decision.claim is not None:
         _record_claim(work, message, decision.claim, helpdesk.name)
     work.pipeline.store.record_link(work.item.id, LinkRecord(
@@ -357,23 +361,33 @@ def handle_message(work: Work) -> str:
 HELPDESK_SLOT = "helpdesk"
 
 
-def _write(work: Work, message: SocialMessage, decision: LinkDecision,
-           route: Route) -> WriteResult:
+def _write(work: Work, message: SocialMessage, decision: LinkDecision, route: Route,
+           sender_user: str | None) -> WriteResult:
     """Carry out a decision on the helpdesk: a new ticket (or follow-up), or a comment."""
     helpdesk = route.helpdesk
     if decision.action in (Action.CREATE, Action.FOLLOW_UP):
         request = NewTicket(message, subject=_subject(message), tags=route.tags,
                             follow_up_of=decision.ticket_id, verified=decision.verified,
-                            reason=decision.reason)
+                            reason=decision.reason, requester_id=sender_user)
         return work.deliver("create_ticket", helpdesk.name,
                             lambda key: helpdesk.create_ticket(request, key), helpdesk.find_write,
                             slot=HELPDESK_SLOT)
     assert decision.ticket_id is not None
     comment = NewComment(decision.ticket_id, message, public=decision.public,
-                         verified=decision.verified, reason=decision.reason)
+                         verified=decision.verified, reason=decision.reason,
+                         author_id=sender_user if decision.verified else None)
     return work.deliver("comment", helpdesk.name,
                         lambda key: helpdesk.add_comment(comment, key), helpdesk.find_write,
                         slot=HELPDESK_SLOT)
+
+
+def _record_requester(work: Work, message: SocialMessage, helpdesk: str, user_id: str) -> None:
+    """The helpdesk opened a ticket for this sender: remember who they are there."""
+    author = message.author
+    work.pipeline.store.save_identity(IdentityRecord(
+        channel=author.channel, social_user_id=author.user_id, handle=author.handle,
+        helpdesk=helpdesk, helpdesk_user_id=user_id, status="verified", ticket_id=None),
+        work.now)
 
 
 def _record_claim(work: Work, message: SocialMessage, claim: PendingClaim, helpdesk: str) -> None:

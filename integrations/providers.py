@@ -29,7 +29,6 @@ ChannelFactory = Callable[[str, Any], "Channel"]
 
 CHANNEL_BLUEPRINTS: dict[str, BlueprintFactory] = {"x": x_blueprint}
 HELPDESK_BLUEPRINTS: dict[str, BlueprintFactory] = {}
-HELPDESK_ADAPTERS: dict[str, HelpdeskFactory] = {}
 def _x_channel(name: str, settings: Any) -> Channel:
     # Imported when first needed: web workers never send, so they never load tweepy.
     from integrations.twitter.channel import XChannel
@@ -38,3 +37,12 @@ def _x_channel(name: str, settings: Any) -> Channel:
 
 
 CHANNEL_ADAPTERS: dict[str, ChannelFactory] = {"x": _x_channel}
+
+
+def _zendesk(name: str, settings: Any) -> Helpdesk:
+    from integrations.zendesk.adapter import ZendeskHelpdesk
+
+    return ZendeskHelpdesk(name, settings)
+
+
+HELPDESK_ADAPTERS: dict[str, HelpdeskFactory] = {"zendesk": _zendesk}

@@ -13,13 +13,36 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
+import requests
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from integrations.config import Settings, parse_settings
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@pytest.fixture(autouse=True)
+def only_loopback_http(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reaches X, Zendesk, Salesforce or any host that is not this machine.
+
+    Requests' transport refuses other hosts; `responses` (which intercepts above it) and
+    the emulators on 127.0.0.1 still work.
+    """
+    real_send = requests.adapters.HTTPAdapter.send
+
+    def send(self: requests.adapters.HTTPAdapter, request: requests.PreparedRequest,
+             **kwargs: Any) -> requests.Response:
+        host = urlsplit(request.url or "").hostname or ""
+        if host not in LOOPBACK:
+            raise AssertionError(f"a test tried to reach {host}: use responses or an emulator")
+        return real_send(self, request, **kwargs)
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", send)
 
 POSTGRES_URL = os.environ.get(
     "DESKBRIDGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

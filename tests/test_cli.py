@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import responses
 from click.testing import CliRunner
 
 from integrations import migrate
@@ -84,13 +85,20 @@ def test_link_dry_run_explains_the_decision_and_writes_nothing(
 ) -> None:
     config = make_config(f"sqlite:///{tmp_path}/s.db", f"sqlite:///{tmp_path}/q.db")
     assert invoke("db", "upgrade", "--config", str(config))[0] == 0
-    code, out, _ = invoke("link", "--config", str(config), "--mapping", "acme",
-                          "Mijn zaaknummer is 48213, bestelling 99999", "--dm", "--from", "klant:42")
-    assert code == 0
+    zendesk = "https://acme.zendesk.com/api/v2"
+    with responses.RequestsMock() as mock:  # Zendesk answers: no such ticket, no such user
+        mock.get(f"{zendesk}/tickets/48213.json", status=404,
+                 json={"error": "RecordNotFound", "description": "Not found"})
+        mock.get(f"{zendesk}/users/show_many.json", json={"users": [], "count": 0,
+                                                           "next_page": None})
+        code, out, _ = invoke("link", "--config", str(config), "--mapping", "acme",
+                              "Mijn zaaknummer is 48213, bestelling 99999", "--dm",
+                              "--from", "klant:42")
+    assert code == 0, out
     lines = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
     assert lines["action"].strip() == "create" and lines["visibility"].strip() == "internal"
     assert lines["references"].strip() == "48213"
-    assert "no adapter for type 'zendesk'" in lines["note"]
+    assert "48213, which does not exist" in lines["reason"]
     runtime = Runtime(load_settings(config))
     assert runtime.store.count_items() == dict.fromkeys(runtime.store.count_items(), 0)
     runtime.close()

@@ -1,0 +1,227 @@
+"""The Zendesk adapter: deskbridge's helpdesk interface as zenpy (and two plain requests) calls.
+
+- Reads are fresh: a ticket by id (never through search, whose index lags by minutes).
+- A new ticket is created with an `Idempotency-Key` derived from the message, so a retried
+  create returns the first ticket instead of making a second one. zenpy cannot send headers,
+  so that one call goes through the same requests session with plain requests.
+  https://developer.zendesk.com/api-reference/ticketing/introduction/#idempotency
+- A customer's new requester is created (or updated) by `external_id` `x:<X user id>` with a
+  `twitter` identity, so a retry finds the same user.
+- Rate limits never block a thread: on a 429 the session raises `RateLimited` with Zendesk's
+  `Retry-After` before zenpy could sleep, and the adapter paces itself to the plan's
+  requests-per-minute (per process) by deferring instead of waiting.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import requests
+from zenpy import Zenpy
+from zenpy.lib.api_objects import Comment
+from zenpy.lib.api_objects import Ticket as ZenpyTicket
+from zenpy.lib.exception import APIException, RecordNotFoundException, ZenpyException
+
+from integrations.errors import ProviderError, RateLimited
+from integrations.events import SocialUser
+from integrations.helpdesk import (
+    DeletionNotice,
+    HelpdeskUser,
+    NewComment,
+    NewTicket,
+    Ticket,
+    WriteResult,
+)
+from integrations.twitter.client import rebase_session
+from integrations.zendesk.render import render_comment, render_deletion
+from integrations.zendesk.settings import ZendeskSettings
+
+T = TypeVar("T")
+PROVIDER = "zendesk"
+CLOSED = "closed"
+
+
+class Pacer:
+    """A token bucket for the plan's requests per minute; defers instead of waiting."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.tokens = self.capacity
+        self.clock = clock
+        self.updated = clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> None:
+        """Spend one request; raises RateLimited with the wait when the budget is spent."""
+        with self._lock:
+            now = self.clock()
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+            if self.tokens < 1:
+                raise RateLimited(PROVIDER, retry_after=(1 - self.tokens) / self.rate,
+                                  message="the plan's requests-per-minute budget is spent")
+            self.tokens -= 1
+
+
+def _raise_on_429(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    if response.status_code == 429:
+        retry_after = float(response.headers.get("Retry-After") or 60)
+        raise RateLimited(PROVIDER, retry_after=retry_after)
+
+
+class ZendeskHelpdesk:
+    """One Zendesk account (subdomain), as deskbridge's helpdesk interface."""
+
+    def __init__(self, name: str, settings: ZendeskSettings, *,
+                 session: requests.Session | None = None, timeout: float = 15.0) -> None:
+        self.name = name
+        self.settings = settings
+        self.base = f"https://{settings.subdomain}.zendesk.com"
+        self.session = session or requests.Session()
+        if settings.base_url:  # an emulator on loopback, in tests and the demo
+            rebase_session(self.session, settings.base_url, prefix=self.base)
+        self.pacer = Pacer(settings.requests_per_minute)
+        self.session.hooks["response"].append(_raise_on_429)
+        self.timeout = timeout
+        # zenpy puts the credentials on our session (the plain requests below use them too).
+        # Always pass them: zenpy's error for missing credentials prints its locals.
+        self.client = Zenpy(
+            subdomain=settings.subdomain, email=settings.email, session=self.session,
+            token=settings.token.get_secret_value() if settings.token else None,
+            oauth_token=settings.oauth_token.get_secret_value() if settings.oauth_token
+            else None, timeout=timeout)
+
+    # ------------------------------------------------------------ reads
+
+    def get_ticket(self, ticket_id: str) -> Ticket | None:
+        """The ticket read fresh, or None when there is no such ticket."""
+        if not ticket_id.isdigit():
+            return None
+        try:
+            found = self._call(lambda: self.client.tickets(id=int(ticket_id)))
+        except ProviderError as err:
+            if err.status == 404:
+                return None
+            raise
+        return _ticket(found)
+
+    def find_user(self, author: SocialUser) -> HelpdeskUser | None:
+        """The user deskbridge created for this X user (external_id), or None."""
+        users = self._call(lambda: list(self.client.users(external_id=_external_id(author))))
+        user = users[0] if users else None
+        return HelpdeskUser(str(user.id), user.name or "") if user else None
+
+    def open_tickets(self, user_id: str) -> list[Ticket]:
+        """The user's requested tickets that are not closed."""
+        found = self._call(lambda: list(self.client.users.requested(int(user_id))))
+        return [t for t in (_ticket(z) for z in found) if not t.is_closed]
+
+    # ------------------------------------------------------------ writes
+
+    def create_ticket(self, request: NewTicket, idempotency_key: str) -> WriteResult:
+        """Open a ticket (or a follow-up of a closed one) with the message as first comment."""
+        requester = self._ensure_requester(request.message.author)
+        comment = render_comment(request.message, request.reason, request.verified)
+        ticket: dict[str, Any] = {
+            "subject": request.subject, "requester_id": int(requester),
+            "tags": ["deskbridge", request.message.channel, *request.tags],
+            "comment": {"html_body": comment, "public": request.verified,
+                        "author_id": int(requester) if request.verified else None},
+        }
+        if request.follow_up_of:
+            ticket["via_followup_source_id"] = int(request.follow_up_of)
+        body = self._post("/api/v2/tickets.json", {"ticket": ticket},
+                          headers={"Idempotency-Key": idempotency_key})
+        created = body["ticket"]
+        audit = (body.get("audit") or {}).get("id")
+        return WriteResult(str(created["id"]), str(audit or created["id"]), requester)
+
+    def add_comment(self, request: NewComment, idempotency_key: str) -> WriteResult:
+        """Add the message to a ticket: public as the customer when verified, else a note."""
+        html = render_comment(request.message, request.reason, request.verified)
+        public = request.public and request.verified
+        comment = Comment(html_body=html, public=public,
+                          author_id=int(request.author_id) if public and request.author_id
+                          else None)
+        update = ZenpyTicket(id=int(request.ticket_id), comment=comment)
+        audit = self._call(lambda: self.client.tickets.update(update))
+        return WriteResult(request.ticket_id, str(getattr(audit.audit, "id", "") or ""))
+
+    def record_deletion(self, request: DeletionNotice, idempotency_key: str) -> WriteResult:
+        """An internal note that the customer deleted the post."""
+        note = Comment(html_body=render_deletion(request.deletion), public=False)
+        audit = self._call(lambda: self.client.tickets.update(
+            ZenpyTicket(id=int(request.ticket_id), comment=note)))
+        return WriteResult(request.ticket_id, str(getattr(audit.audit, "id", "") or ""))
+
+    def find_write(self, idempotency_key: str) -> WriteResult | None:
+        """Whether a write with this key happened: creates are replayed by their key."""
+        return None
+
+    # ------------------------------------------------------------ helpers
+
+    def _ensure_requester(self, author: SocialUser) -> str:
+        user = {"name": author.display_name or f"@{author.handle}",
+                "external_id": _external_id(author), "role": "end-user",
+                "identities": [{"type": "twitter", "value": author.handle}] if author.handle
+                else []}
+        body = self._post("/api/v2/users/create_or_update.json", {"user": user})
+        return str(body["user"]["id"])
+
+    def _post(self, path: str, payload: dict[str, Any],
+              headers: dict[str, str] | None = None) -> dict[str, Any]:
+        self.pacer.take()
+        try:
+            response = self.session.post(self.base + path, json=payload, headers=headers,
+                                         timeout=self.timeout)
+        except requests.RequestException as err:
+            raise ProviderError(PROVIDER, f"no answer: {type(err).__name__}") from err
+        if response.status_code >= 400:
+            raise ProviderError(PROVIDER, _describe(response), status=response.status_code)
+        body: dict[str, Any] = response.json()
+        return body
+
+    def _call(self, call: Callable[[], T]) -> T:
+        self.pacer.take()
+        try:
+            return call()
+        except RecordNotFoundException as err:
+            raise ProviderError(PROVIDER, "not found", status=404) from err
+        except APIException as err:
+            response = getattr(err, "response", None)
+            status = response.status_code if response is not None else None
+            raise ProviderError(PROVIDER, _describe(response) if response is not None
+                                else str(err), status=status) from err
+        except (ZenpyException, requests.RequestException) as err:
+            raise ProviderError(PROVIDER, f"no answer: {type(err).__name__}",
+                                permanent=False) from err
+
+
+def _ticket(z: Any) -> Ticket:
+    status = (z.status or "").lower()
+    updated = z.updated_at
+    return Ticket(
+        id=str(z.id), status=status, requester_id=str(z.requester_id) if z.requester_id else None,
+        updated_at=datetime.fromisoformat(updated) if isinstance(updated, str) else None,
+        is_closed=status == CLOSED,
+    )
+
+
+def _external_id(author: SocialUser) -> str:
+    return f"{author.channel}:{author.user_id}"
+
+
+def _describe(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason or f"HTTP {response.status_code}"
+    details = body.get("details") or {}
+    parts = [d.get("description", "") for items in details.values() if isinstance(items, list)
+             for d in items if isinstance(d, dict)]
+    return "; ".join(p for p in [body.get("error"), body.get("description"), *parts] if p)
