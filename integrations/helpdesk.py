@@ -108,6 +108,7 @@ class Helpdesk(Protocol):
         """Note on the ticket that the customer deleted the message (redacting if asked)."""
         ...
 
-    def find_write(self, idempotency_key: str) -> WriteResult | None:
-        """The earlier write made with this key, if it happened (after an unknown outcome)."""
+    def find_write(self, idempotency_key: str, ticket_id: str | None = None) -> WriteResult | None:
+        """The earlier write made with this key, if it happened (after an unknown outcome);
+        `ticket_id` is the ticket it was made on, when it was a comment."""
         ...

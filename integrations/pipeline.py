@@ -377,7 +377,8 @@ def _write(work: Work, message: SocialMessage, decision: LinkDecision, route: Ro
                          verified=decision.verified, reason=decision.reason,
                          author_id=sender_user if decision.verified else None)
     return work.deliver("comment", helpdesk.name,
-                        lambda key: helpdesk.add_comment(comment, key), helpdesk.find_write,
+                        lambda key: helpdesk.add_comment(comment, key),
+                        lambda key: helpdesk.find_write(key, comment.ticket_id),
                         slot=HELPDESK_SLOT)
 
 
@@ -450,7 +451,8 @@ def handle_deletion(work: Work) -> str:
     helpdesk = work.pipeline.router.helpdesk(link.helpdesk)
     notice = DeletionNotice(link.ticket_id, deletion)
     work.deliver("deletion_note", helpdesk.name,
-                 lambda key: helpdesk.record_deletion(notice, key), helpdesk.find_write)
+                 lambda key: helpdesk.record_deletion(notice, key),
+                 lambda key: helpdesk.find_write(key, notice.ticket_id))
     return f"deleted: our copy blanked, noted on {helpdesk.name} ticket {link.ticket_id}"
 
 

@@ -78,7 +78,7 @@ class RecordingHelpdesk:
                                            if (t := self.get_ticket(i)) is not None)]
         return [t for t in every if t.requester_id == user_id and not t.is_closed]
 
-    def find_write(self, idempotency_key: str) -> WriteResult | None:
+    def find_write(self, idempotency_key: str, ticket_id: str | None = None) -> WriteResult | None:
         match = next((w for w in self.writes() if w["key"] == idempotency_key), None)
         return WriteResult(match["ticket_id"], match["provider_id"]) if match else None
 

@@ -37,7 +37,7 @@ from integrations.helpdesk import (
     WriteResult,
 )
 from integrations.twitter.client import rebase_session
-from integrations.zendesk.render import render_comment, render_deletion
+from integrations.zendesk.render import render_comment, render_deletion, write_marker
 from integrations.zendesk.settings import ZendeskSettings
 
 T = TypeVar("T")
@@ -125,7 +125,7 @@ class ZendeskHelpdesk:
 
     def create_ticket(self, request: NewTicket, idempotency_key: str) -> WriteResult:
         """Open a ticket (or a follow-up of a closed one) with the message as first comment."""
-        requester = self._ensure_requester(request.message.author)
+        requester = request.requester_id or self._ensure_requester(request.message.author)
         comment = render_comment(request.message, request.reason, request.verified)
         ticket: dict[str, Any] = {
             "subject": request.subject, "requester_id": int(requester),
@@ -143,24 +143,49 @@ class ZendeskHelpdesk:
 
     def add_comment(self, request: NewComment, idempotency_key: str) -> WriteResult:
         """Add the message to a ticket: public as the customer when verified, else a note."""
-        html = render_comment(request.message, request.reason, request.verified)
+        html = render_comment(request.message, request.reason, request.verified,
+                              write_marker(idempotency_key))
         public = request.public and request.verified
         comment = Comment(html_body=html, public=public,
                           author_id=int(request.author_id) if public and request.author_id
                           else None)
         update = ZenpyTicket(id=int(request.ticket_id), comment=comment)
-        audit = self._call(lambda: self.client.tickets.update(update))
+        try:
+            audit = self._call(lambda: self.client.tickets.update(update))
+        except ProviderError as err:
+            if err.status == 422 and CLOSED in str(err).lower():  # Zendesk refuses closed ones
+                return self._follow_up(request, idempotency_key)
+            raise
         return WriteResult(request.ticket_id, str(getattr(audit.audit, "id", "") or ""))
+
+    def _follow_up(self, request: NewComment, idempotency_key: str) -> WriteResult:
+        follow_up = NewTicket(request.message, subject=f"Follow-up of #{request.ticket_id}",
+                              follow_up_of=request.ticket_id, verified=request.verified,
+                              reason=request.reason + f"; ticket {request.ticket_id} is closed",
+                              requester_id=request.author_id)
+        return self.create_ticket(follow_up, idempotency_key + ":follow-up")
 
     def record_deletion(self, request: DeletionNotice, idempotency_key: str) -> WriteResult:
         """An internal note that the customer deleted the post."""
-        note = Comment(html_body=render_deletion(request.deletion), public=False)
+        note = Comment(html_body=render_deletion(request.deletion, write_marker(idempotency_key)),
+                       public=False)
         audit = self._call(lambda: self.client.tickets.update(
             ZenpyTicket(id=int(request.ticket_id), comment=note)))
         return WriteResult(request.ticket_id, str(getattr(audit.audit, "id", "") or ""))
 
-    def find_write(self, idempotency_key: str) -> WriteResult | None:
-        """Whether a write with this key happened: creates are replayed by their key."""
+    def find_write(self, idempotency_key: str, ticket_id: str | None = None) -> WriteResult | None:
+        """The comment written with this key on `ticket_id`, if it is there.
+
+        A create needs no search: retried with the same Idempotency-Key, Zendesk answers with
+        the ticket it made the first time.
+        """
+        if ticket_id is None or not ticket_id.isdigit():
+            return None
+        marker = write_marker(idempotency_key)
+        comments = self._call(lambda: list(self.client.tickets.comments(ticket=int(ticket_id))))
+        for comment in comments:
+            if marker in (comment.html_body or comment.body or ""):
+                return WriteResult(ticket_id, str(comment.id))
         return None
 
     # ------------------------------------------------------------ helpers

@@ -7,6 +7,7 @@ Everything the customer wrote is escaped: never trusted as HTML.
 
 from __future__ import annotations
 
+import hashlib
 from html import escape
 
 from integrations.events import Deletion, SocialMessage
@@ -16,7 +17,12 @@ WARNING = ("⚠️ UNVERIFIED: the sender is not known to be this ticket's reque
            "(tag deskbridge_verified to confirm).")
 
 
-def render_comment(message: SocialMessage, reason: str, verified: bool) -> str:
+def write_marker(idempotency_key: str) -> str:
+    """A short tag on each comment we write, so a retry can tell it was already written."""
+    return "deskbridge-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:12]
+
+
+def render_comment(message: SocialMessage, reason: str, verified: bool, marker: str = "") -> str:
     """The comment's HTML for `message`."""
     author = message.author
     who = escape(author.display_name or author.handle)
@@ -36,13 +42,13 @@ def render_comment(message: SocialMessage, reason: str, verified: bool) -> str:
               for n, url in enumerate(message.media_urls, 1)]
     if links:
         parts.append("<p>" + " · ".join(links) + "</p>")
-    if reason:
-        parts.append(f"<p><small>deskbridge: {escape(reason)}</small></p>")
+    if reason or marker:
+        parts.append(f"<p><small>deskbridge: {escape(reason)} · {escape(marker)}</small></p>")
     return "\n".join(parts)
 
 
-def render_deletion(deletion: Deletion) -> str:
+def render_deletion(deletion: Deletion, marker: str = "") -> str:
     """The internal note that a customer deleted a post that is on the ticket."""
     return (f"<p>The customer deleted their post {escape(deletion.message_id)} on X "
             f"({deletion.deleted_at:%Y-%m-%d %H:%M} UTC). X's policy asks that deleted "
-            f"content is not used further.</p>")
+            f"content is not used further. <small>{escape(marker)}</small></p>")
