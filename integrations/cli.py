@@ -404,5 +404,39 @@ def x_webhook_subscribe(config_path: str | None, channel_name: str | None,
     click.echo("subscribed" if _x_call(lambda: hooks.subscribe(webhook_id)) else "not subscribed")
 
 
+@cli.group("zendesk")
+def zendesk_group() -> None:
+    """Zendesk: the webhook and triggers that send agents' answers to deskbridge."""
+
+
+@zendesk_group.command("setup")
+@config_option
+@click.option("--helpdesk", "helpdesk_name", default=None,
+              help="The Zendesk helpdesk (needed when several are configured).")
+@click.option("--url", "public_url", default=None,
+              help="deskbridge's public https address (default: server.public_url).")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+def zendesk_setup(config_path: str | None, helpdesk_name: str | None, public_url: str | None,
+                  dry_run: bool) -> None:
+    """Create or update the Zendesk webhook and triggers deskbridge needs (idempotent)."""
+    from integrations.zendesk.adapter import ZendeskHelpdesk
+    from integrations.zendesk.setup import ZendeskSetup
+
+    settings = load(config_path, quiet_logs=True)
+    zendesks = {n: h for n, h in settings.helpdesks.items() if h.type == "zendesk"
+                and helpdesk_name in (None, n)}
+    url = public_url or settings.server.public_url
+    if len(zendesks) != 1:
+        _fail("name the Zendesk helpdesk with --helpdesk" if zendesks else
+              "no such Zendesk helpdesk is configured", 2)
+    if not url:
+        _fail("give deskbridge's public address with --url (or server.public_url)", 2)
+    name, helpdesk = next(iter(zendesks.items()))
+    setup = ZendeskSetup(ZendeskHelpdesk(name, helpdesk), url, dry_run=dry_run)
+    changes = _x_call(setup.run)
+    for change in changes:
+        click.echo(("would " if dry_run else "") + str(change))
+
+
 def main() -> None:
     cli(prog_name="deskbridge")
