@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from integrations.twitter.views import create_blueprint as x_blueprint
+from integrations.zendesk.views import create_blueprint as zendesk_blueprint
 
 if TYPE_CHECKING:
     from flask import Blueprint
@@ -28,7 +29,7 @@ HelpdeskFactory = Callable[[str, Any], "Helpdesk"]
 ChannelFactory = Callable[[str, Any], "Channel"]
 
 CHANNEL_BLUEPRINTS: dict[str, BlueprintFactory] = {"x": x_blueprint}
-HELPDESK_BLUEPRINTS: dict[str, BlueprintFactory] = {}
+HELPDESK_BLUEPRINTS: dict[str, BlueprintFactory] = {"zendesk": zendesk_blueprint}
 def _x_channel(name: str, settings: Any) -> Channel:
     # Imported when first needed: web workers never send, so they never load tweepy.
     from integrations.twitter.channel import XChannel
