@@ -306,13 +306,18 @@ def poll(config_path: str | None, channel_name: str | None) -> None:
 
 
 @cli.command()
-@click.argument("provider", type=click.Choice(["x"]))
+@click.argument("provider", type=click.Choice(["x", "zendesk"]))
 @click.option("--port", type=int, default=0, show_default=True, help="0 picks a free port.")
 def emulator(provider: str, port: int) -> None:
     """Serve a provider's API emulator on 127.0.0.1 (prints its base URL first)."""
-    from integrations.twitter.emulator import serve as serve_x
+    if provider == "zendesk":
+        from integrations.zendesk.emulator import serve as serve_zendesk
 
-    serve_x(port=port)
+        serve_zendesk(port=port)
+    else:
+        from integrations.twitter.emulator import serve as serve_x
+
+        serve_x(port=port)
 
 
 @cli.group("x")

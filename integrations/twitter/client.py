@@ -28,10 +28,15 @@ class RebasingAdapter(HTTPAdapter):
         super().__init__(**kwargs)
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        url = request.url or ""
-        if url.startswith(self.prefix):
-            request.url = self.base_url + url[len(self.prefix):]
-        return super().send(request, **kwargs)
+        asked = request.url or ""
+        if not asked.startswith(self.prefix):
+            return super().send(request, **kwargs)
+        request.url = self.base_url + asked[len(self.prefix):]
+        response = super().send(request, **kwargs)
+        # Hand the answer back under the URL that was asked for: SDKs read it (zenpy picks
+        # its response handler by the host in `response.request.url`).
+        request.url = response.url = asked
+        return response
 
 
 def rebase_session(session: requests.Session, base_url: str, prefix: str = TWEEPY_HOST) -> None:
