@@ -207,7 +207,8 @@ class Pipeline:
     def process(self, item_id: int) -> str:
         """Process one item once; a second run of a done item does nothing.
 
-        Returns what happened: done, retry, deferred, dead, busy or skipped.
+        Returns what happened: done, retry, deferred, dead, busy, waiting (not due yet: queued
+        again for its time) or skipped (done, dead, or held by another worker).
         """
         item = self.store.get_item(item_id)
         if item is None or item.status in ("done", "dead"):
@@ -221,10 +222,20 @@ class Pipeline:
         try:
             claimed = self.store.claim_item(item_id, owner, now, lease)
             if claimed is None:
-                return "skipped"
+                return self._not_claimed(item_id, now)
             return self._attempt(claimed, owner)
         finally:
             self.store.release_lease(item.conversation_key, owner)
+
+    def _not_claimed(self, item_id: int, now: datetime) -> str:
+        # A task that ran early (a duplicate, another machine's clock) must not strand its
+        # item until the sweeper: it goes back on the queue for when the item is due.
+        item = self.store.get_item(item_id)
+        if item is not None and item.status in ("accepted", "retrying") \
+                and item.next_attempt_at > now:
+            self._requeue(item_id, (item.next_attempt_at - now).total_seconds())
+            return "waiting"
+        return "skipped"
 
     def _attempt(self, item: ItemRecord, owner: str) -> str:
         try:

@@ -125,7 +125,7 @@ def test_failures_back_off_exponentially_with_jitter(
         assert item is not None and item.status == ItemStatus.RETRYING
         assert item.attempts == attempt and "503" in (item.last_error or "")
         waits.append((item.next_attempt_at - clock.now).total_seconds())
-        assert rt.pipeline.process(item_id) == "skipped"  # not due yet
+        assert rt.pipeline.process(item_id) == "waiting"  # not due yet: queued for its time
         clock.advance(waits[-1])
     # Attempt n waits between half and all of base * 2^(n-1): 10, 20, 40 seconds.
     for n, wait in enumerate(waits):
@@ -153,7 +153,7 @@ def test_retry_after_is_honoured_and_is_not_a_failure(
         wait = (item.next_attempt_at - clock.now).total_seconds()
         assert 120 <= wait <= 125
         clock.advance(119)
-        assert rt.pipeline.process(item_id) == "skipped"  # never before the provider said
+        assert rt.pipeline.process(item_id) == "waiting"  # never before the provider said
         clock.advance(wait - 119)
     # Three rate limits did not use up the single attempt allowed for failures.
     assert rt.pipeline.process(item_id) == "done"

@@ -687,7 +687,7 @@ class ZendeskEmulator:
 
     def __init__(self, *, subdomain: str = "acme", credentials: Credentials | None = None,
                  agent_name: str = "Deskbridge Agent", clock: Clock = time.time,
-                 requests_per_minute: int = 700, latency: float = 0.0,
+                 requests_per_minute: int = 700, latency: float = 0.0, first_ticket_id: int = 1,
                  search_lag: float = 0.0, delivery_timeout: float = 10.0,
                  account_id: int = 12345678) -> None:
         self.subdomain = subdomain
@@ -703,7 +703,7 @@ class ZendeskEmulator:
         self._window = _Window(requests_per_minute)
         self._calls: Counter[str] = Counter()
         self._failures: dict[str, _Failure] = {}
-        self._ticket_ids = itertools.count(1)
+        self._ticket_ids = itertools.count(first_ticket_id)
         self._object_ids = itertools.count(20_000_000_000_001)
         self._invocation_ids = itertools.count(8_350_205_582)
         self._users: dict[int, _User] = {}

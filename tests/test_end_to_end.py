@@ -1,0 +1,237 @@
+"""End to end: the X emulator, the Zendesk emulator and deskbridge, over loopback HTTP.
+
+tweepy and zenpy run for real against the emulators; deskbridge is served on a loopback port,
+and `deskbridge zendesk setup` installs its webhook and triggers in the Zendesk emulator, so
+an agent's comment there fires a signed webhook back to deskbridge. X's deliveries are the
+recorded mention (tests/payloads/x/account_activity/tweet_create_mention.json), hand-modified
+for each case (ids, author, text), signed as X signs them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from integrations.config import load_settings
+from integrations.runtime import Runtime
+from integrations.twitter.emulator import XEmulator
+from integrations.twitter.emulator import create_app as x_app
+from integrations.twitter.webhooks import sign
+from integrations.zendesk.adapter import ZendeskHelpdesk
+from integrations.zendesk.emulator import ZendeskEmulator
+from integrations.zendesk.emulator import create_app as zendesk_app
+from integrations.zendesk.setup import ZendeskSetup
+from tests.test_readme_commands import free_port
+from tests.twitter.conftest import served
+from webhook_server import create_app
+
+PAYLOAD = Path(__file__).parent / "payloads/x/account_activity/tweet_create_mention.json"
+FAR_FUTURE = datetime.now(UTC) + timedelta(days=365)
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class World:
+    x: XEmulator
+    zd: ZendeskEmulator
+    runtime: Runtime
+    url: str
+    consumer_secret: str
+    account: str
+    next_id: int = 1_950_000_000_000_000_000
+
+    def tweet(self, text: str, *, author: str = "4242", handle: str = "klant",
+              reply_to: str | None = None) -> str:
+        """X delivers a mention of the brand to deskbridge's webhook; returns the post id."""
+        body = copy.deepcopy(json.loads(PAYLOAD.read_bytes()))
+        self.next_id += 1
+        post = body["tweet_create_events"][0]
+        post.update(id=self.next_id, id_str=str(self.next_id), text=text, truncated=False,
+                    in_reply_to_status_id_str=reply_to, in_reply_to_status_id=None)
+        post["user"].update(id_str=author, screen_name=handle, name=handle.title())
+        body["for_user_id"] = self.account
+        raw = json.dumps(body).encode()
+        answer = requests.post(f"{self.url}/webhooks/x", data=raw, timeout=10, headers={
+            "Content-Type": "application/json",
+            "X-Twitter-Webhooks-Signature": sign(self.consumer_secret, raw)})
+        assert answer.status_code == 200, answer.text
+        return str(self.next_id)
+
+    def settle(self) -> None:
+        """Run every queued item, as workers would, until nothing is left."""
+        for _ in range(50):
+            self.runtime.queue.promote_scheduled(FAR_FUTURE)
+            if not self.runtime.queue.run_pending(as_of=FAR_FUTURE):
+                return
+
+    def comments(self, ticket_id: int) -> list[dict[str, Any]]:
+        return self.zd.comments(ticket_id)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    x, zd = XEmulator(), ZendeskEmulator(first_ticket_id=48213)
+    with served(x_app(x)) as x_url, served(zendesk_app(zd)) as zd_url:
+        port = free_port()
+        public = f"http://127.0.0.1:{port}"
+        ZendeskSetup(ZendeskHelpdesk("hd", zd.helpdesk_settings(zd_url)), public,
+                     dry_run=False).run()
+        secret = zd.webhooks()[0]["signing_secret"]
+        runtime = Runtime(load_settings(_config(tmp_path, x, x_url, zd, zd_url, secret)))
+        runtime.upgrade_schema()
+        server = make_server("127.0.0.1", port, create_app(runtime.settings, runtime=runtime),
+                             threaded=True)
+        thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+        thread.start()
+        try:
+            yield World(x, zd, runtime, public, x.credentials.consumer_secret, x.account.id)
+        finally:
+            server.shutdown()
+            server.server_close()
+            runtime.close()
+
+
+def _config(tmp: Path, x: XEmulator, x_url: str, zd: ZendeskEmulator, zd_url: str,
+            secret: str) -> Path:
+    c = x.credentials
+    path = tmp / "deskbridge.toml"
+    path.write_text(f"""
+[store]
+url = "sqlite:///{tmp}/store.db"
+[queue]
+url = "sqlite:///{tmp}/queue.db"
+[channels.brand]
+type = "x"
+account_id = "{x.account.id}"
+handle = "{x.account.username}"
+consumer_key = "{c.consumer_key}"
+consumer_secret = "{c.consumer_secret}"
+access_token = "{c.access_token}"
+access_token_secret = "{c.access_token_secret}"
+bearer_token = "{c.bearer_token}"
+api_base_url = "{x_url}"
+[helpdesks.hd]
+type = "zendesk"
+subdomain = "{zd.subdomain}"
+email = "{zd.credentials.email}"
+token = "{zd.credentials.token}"
+webhook_secret = "{secret}"
+base_url = "{zd_url}"
+[[mappings]]
+name = "brand"
+channel = "brand"
+helpdesk = "hd"
+""")
+    return path
+
+
+def calls(zd: ZendeskEmulator) -> int:
+    return sum(zd.calls.values())
+
+
+def requester(world: World, author: str = "4242", handle: str = "klant") -> int:
+    user = world.zd.add_user(handle.title(), external_id=f"x:{author}", twitter=handle)
+    return int(user["id"])
+
+
+def test_requester_citing_their_ticket_gets_a_public_comment_and_nothing_else(
+    world: World,
+) -> None:
+    ticket = world.zd.add_ticket(requester_id=requester(world), body="Mijn pakket is kwijt")
+    before_tickets, before = len(world.zd.tickets), calls(world.zd)
+    world.tweet(f"@brand nog steeds niks over #{ticket['id']}")
+    world.settle()
+    *_, comment = world.comments(ticket["id"])
+    assert comment["public"] is True and comment["author_id"] == ticket["requester_id"]
+    assert "nog steeds niks" in comment["body"]
+    assert len(world.zd.tickets) == before_tickets
+    assert calls(world.zd) - before <= 3  # find the sender, read the ticket, comment
+
+
+def test_stranger_gets_an_unverified_note_until_an_agent_confirms(world: World) -> None:
+    owner = requester(world, "1111", "eigenaar")
+    ticket = world.zd.add_ticket(requester_id=owner, body="Storing", tags=["deskbridge"])
+    world.tweet(f"@brand zaak {ticket['id']}, wanneer hoor ik iets?", author="7777",
+                handle="vreemde")
+    world.settle()
+    note = world.comments(ticket["id"])[-1]
+    assert note["public"] is False and "UNVERIFIED" in note["body"]
+    assert world.x.posted() == []  # nothing said back to the stranger
+    world.zd.set_tags(ticket["id"], ["deskbridge", "deskbridge_verified"])
+    world.zd.wait_for_deliveries(1)
+    (claim,) = world.runtime.store.identities_for("x", "7777")
+    assert claim.status == "verified"
+    world.tweet("@brand en?", author="7777", handle="vreemde")
+    world.settle()
+    latest = world.comments(ticket["id"])[-1]
+    assert latest["public"] is True and "en?" in latest["body"]
+
+
+def test_new_sender_opens_a_ticket_and_the_agent_answer_goes_back_once(world: World) -> None:
+    before = calls(world.zd)
+    post = world.tweet("@brand mijn internet ligt eruit", author="5555", handle="nieuw")
+    world.settle()
+    new_ticket_calls = calls(world.zd) - before
+    (ticket,) = [t for t in world.zd.tickets if "deskbridge" in t["tags"]]
+    (user,) = [u for u in world.zd.users if u.get("external_id") == "x:5555"]
+    assert ticket["requester_id"] == user["id"]
+    assert {"type": "twitter", "value": "nieuw"} in [
+        {"type": i["type"], "value": i["value"]} for i in world.zd.identities(user["id"])]
+    assert new_ticket_calls <= 4
+
+    world.zd.agent_comment(ticket["id"], "Sorry! We sturen een monteur.", public=True)
+    world.zd.agent_comment(ticket["id"], "intern: monteur gebeld", public=False)
+    world.zd.wait_for_deliveries(1)
+    world.settle()
+    (reply,) = [p for p in world.x.posted() if p["kind"] == "tweet"]
+    assert reply["in_reply_to_tweet_id"] == post and reply["text"] == "Sorry! We sturen een monteur."
+
+    before_thread = calls(world.zd)
+    world.tweet("@brand top, dank!", author="5555", handle="nieuw", reply_to=post)
+    world.settle()
+    assert world.comments(ticket["id"])[-1]["body"].count("top, dank!") == 1
+    assert calls(world.zd) - before_thread <= 1  # a thread reply: only the comment
+
+
+def test_closed_ticket_gets_a_follow_up(world: World) -> None:
+    ticket = world.zd.add_ticket(requester_id=requester(world), body="Oud probleem")
+    world.zd.close_ticket(ticket["id"])
+    world.tweet(f"@brand ticket {ticket['id']} is weer kapot")
+    world.settle()
+    follow_ups = [t for t in world.zd.tickets if t.get("via", {}).get("source", {}).get("rel")
+                  == "follow_up" or t.get("via_followup_source_id") == ticket["id"]]
+    assert len(follow_ups) == 1
+
+
+def test_a_429_storm_delays_but_loses_and_doubles_nothing(world: World) -> None:
+    ticket = world.zd.add_ticket(requester_id=requester(world), body="Storing")
+    world.zd.fail_next("PUT /api/v2/tickets/{ticket_id}", count=3, status=429, retry_after=1)
+    world.tweet(f"@brand #{ticket['id']} nog steeds storing")
+
+    def all_done() -> bool:
+        world.settle()  # each retry waits for Zendesk's Retry-After in real time
+        return all(i.status == "done" for i in world.runtime.store.list_items())
+
+    wait_until(all_done, 30)
+    bodies = [c["body"] for c in world.comments(ticket["id"])]
+    assert sum("nog steeds storing" in b for b in bodies) == 1
+    items = world.runtime.store.list_items()
+    assert all(i.status == "done" for i in items) and max(i.deferrals for i in items) >= 1
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
