@@ -188,10 +188,13 @@ def _by_reference(message: SocialMessage, lookup: LinkLookup, rules: LinkRules,
                   cited: tuple[str, ...], public: bool) -> LinkDecision | None:
     if not cited:
         return None
-    sender = lookup.sender(message.author)
     existing = [t for t in (lookup.ticket(n) for n in cited) if t is not None]
     missing = [n for n in cited if n not in {t.id for t in existing}]
-    verified = [t for t in existing if _is_requester(t, message.author, sender)]
+    # The ticket itself may say who its requester is on X; ask about the sender only if not.
+    verified = [t for t in existing if _is_requester(t, message.author, None)]
+    if not verified and existing:
+        sender = lookup.sender(message.author)
+        verified = [t for t in existing if _is_requester(t, message.author, sender)]
     if verified:
         return _cited_ticket(verified[0], cited, missing, public)
     if existing:

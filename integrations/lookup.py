@@ -66,6 +66,10 @@ class StoreHelpdeskLookup:
             self._tickets[number] = ticket_facts(found) if found else None
         return self._tickets[number]
 
+    def known_ticket(self, number: str) -> TicketFacts | None:
+        """A ticket this decision already read (never a new request)."""
+        return self._tickets.get(number)
+
     def sender(self, author: SocialUser) -> Sender | None:
         if author.user_id not in self._senders:
             self._senders[author.user_id] = self._find_sender(author)

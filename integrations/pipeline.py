@@ -348,8 +348,7 @@ def handle_message(work: Work) -> str:
     decision = decide(message, lookup, route.rules, work.now)
     if decision.action in (Action.IGNORE, Action.STORE_ONLY):
         return f"{decision.action.value}: {decision.reason}"
-    sender = lookup.sender(message.author)
-    known = sender.helpdesk_user_id if sender is not None and sender.verified else None
+    known = _sender_user(lookup, message, decision)
     written = _write(work, message, decision, route, known)
     if written.requester_id and written.requester_id != known:
         _record_requester(work, message, helpdesk.name, written.requester_id)
@@ -391,6 +390,18 @@ def _write(work: Work, message: SocialMessage, decision: LinkDecision, route: Ro
                         lambda key: helpdesk.add_comment(comment, key),
                         lambda key: helpdesk.find_write(key, comment.ticket_id),
                         slot=HELPDESK_SLOT)
+
+
+def _sender_user(lookup: StoreHelpdeskLookup, message: SocialMessage,
+                 decision: LinkDecision) -> str | None:
+    """The helpdesk user who is the sender, when known: a verified message on a ticket
+    was written by its requester (already read), else ask who the sender is."""
+    if decision.verified and decision.ticket_id and decision.action == Action.COMMENT:
+        ticket = lookup.known_ticket(decision.ticket_id)
+        if ticket is not None and ticket.requester_id:
+            return ticket.requester_id
+    sender = lookup.sender(message.author)
+    return sender.helpdesk_user_id if sender is not None and sender.verified else None
 
 
 def _record_requester(work: Work, message: SocialMessage, helpdesk: str, user_id: str) -> None:

@@ -102,13 +102,17 @@ class ZendeskHelpdesk:
         """The ticket read fresh, or None when there is no such ticket."""
         if not ticket_id.isdigit():
             return None
-        try:
-            found = self._call(lambda: self.client.tickets(id=int(ticket_id)))
+        try:  # with its requester sideloaded: their external_id tells who they are on X
+            body = self._get(f"/api/v2/tickets/{ticket_id}.json?include=users")
         except ProviderError as err:
             if err.status == 404:
                 return None
             raise
-        return _ticket(found)
+        ticket = body["ticket"]
+        requester: dict[str, Any] = next((u for u in body.get("users") or []
+                          if u.get("id") == ticket.get("requester_id")), {})
+        social = _social_id(requester.get("external_id"))
+        return _ticket_from(ticket, (social,) if social else ())
 
     def find_user(self, author: SocialUser) -> HelpdeskUser | None:
         """The user deskbridge created for this X user (external_id), or None."""
@@ -198,12 +202,19 @@ class ZendeskHelpdesk:
         body = self._post("/api/v2/users/create_or_update.json", {"user": user})
         return str(body["user"]["id"])
 
+    def _get(self, path: str) -> dict[str, Any]:
+        return self._request("GET", path, None)
+
     def _post(self, path: str, payload: dict[str, Any],
               headers: dict[str, str] | None = None) -> dict[str, Any]:
+        return self._request("POST", path, payload, headers)
+
+    def _request(self, method: str, path: str, payload: dict[str, Any] | None,
+                 headers: dict[str, str] | None = None) -> dict[str, Any]:
         self.pacer.take()
         try:
-            response = self.session.post(self.base + path, json=payload, headers=headers,
-                                         timeout=self.timeout)
+            response = self.session.request(method, self.base + path, json=payload,
+                                            headers=headers, timeout=self.timeout)
         except requests.RequestException as err:
             raise ProviderError(PROVIDER, f"no answer: {type(err).__name__}") from err
         if response.status_code >= 400:
@@ -228,13 +239,26 @@ class ZendeskHelpdesk:
 
 
 def _ticket(z: Any) -> Ticket:
-    status = (z.status or "").lower()
-    updated = z.updated_at
+    return _ticket_from({"id": z.id, "status": z.status, "requester_id": z.requester_id,
+                         "updated_at": z.updated_at})
+
+
+def _ticket_from(ticket: dict[str, Any], social_ids: tuple[str, ...] = ()) -> Ticket:
+    status = (ticket.get("status") or "").lower()
+    updated = ticket.get("updated_at")
+    requester = ticket.get("requester_id")
     return Ticket(
-        id=str(z.id), status=status, requester_id=str(z.requester_id) if z.requester_id else None,
+        id=str(ticket["id"]), status=status, requester_id=str(requester) if requester else None,
         updated_at=datetime.fromisoformat(updated) if isinstance(updated, str) else None,
-        is_closed=status == CLOSED,
+        is_closed=status == CLOSED, requester_social_ids=social_ids,
     )
+
+
+def _social_id(external_id: Any) -> str | None:
+    """The X user id in an external_id deskbridge gave a requester ("x:<id>")."""
+    if isinstance(external_id, str) and external_id.startswith("x:"):
+        return external_id[2:] or None
+    return None
 
 
 def _external_id(author: SocialUser) -> str:
