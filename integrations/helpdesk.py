@@ -45,6 +45,7 @@ class NewTicket:
     verified: bool = True  # False: the sender claims a ticket it is not known to own
     reason: str = ""
     requester_id: str | None = None  # the helpdesk user known to be the sender, if any
+    public: bool = True  # False for a DM: the first comment stays private
 
 
 @dataclass(frozen=True)

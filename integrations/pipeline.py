@@ -378,7 +378,8 @@ def _write(work: Work, message: SocialMessage, decision: LinkDecision, route: Ro
     if decision.action in (Action.CREATE, Action.FOLLOW_UP):
         request = NewTicket(message, subject=_subject(message), tags=route.tags,
                             follow_up_of=decision.ticket_id, verified=decision.verified,
-                            reason=decision.reason, requester_id=sender_user)
+                            reason=decision.reason, requester_id=sender_user,
+                            public=decision.public)
         return work.deliver("create_ticket", helpdesk.name,
                             lambda key: helpdesk.create_ticket(request, key), helpdesk.find_write,
                             slot=HELPDESK_SLOT)

@@ -57,12 +57,39 @@ class World:
                     in_reply_to_status_id_str=reply_to, in_reply_to_status_id=None)
         post["user"].update(id_str=author, screen_name=handle, name=handle.title())
         body["for_user_id"] = self.account
+        self._deliver(body)
+        return str(self.next_id)
+
+    def dm(self, text: str, *, author: str = "4242", handle: str = "klant") -> str:
+        """X delivers a DM to the brand (the recorded DM event, hand-modified)."""
+        path = PAYLOAD.parent / "direct_message_events.json"
+        body = copy.deepcopy(json.loads(path.read_bytes()))
+        self.next_id += 1
+        event = body["direct_message_events"][0]
+        event["id"] = str(self.next_id)
+        event["message_create"]["sender_id"] = author
+        event["message_create"]["target"]["recipient_id"] = self.account
+        event["message_create"]["message_data"]["text"] = text
+        sender = body["users"].pop(next(iter(body["users"])))
+        body["users"] = {author: {**sender, "id": author, "screen_name": handle}}
+        body["for_user_id"] = self.account
+        self._deliver(body)
+        return str(self.next_id)
+
+    def delete(self, post_id: str, author: str = "4242") -> None:
+        """X tells deskbridge the customer deleted a post (the recorded delete, modified)."""
+        path = PAYLOAD.parent / "tweet_delete_events.json"
+        body = copy.deepcopy(json.loads(path.read_bytes()))
+        body["for_user_id"] = self.account
+        body["tweet_delete_events"][0]["status"] = {"id": post_id, "user_id": author}
+        self._deliver(body)
+
+    def _deliver(self, body: dict[str, Any]) -> None:
         raw = json.dumps(body).encode()
         answer = requests.post(f"{self.url}/webhooks/x", data=raw, timeout=10, headers={
             "Content-Type": "application/json",
             "X-Twitter-Webhooks-Signature": sign(self.consumer_secret, raw)})
         assert answer.status_code == 200, answer.text
-        return str(self.next_id)
 
     def settle(self) -> None:
         """Run every queued item, as workers would, until nothing is left."""

@@ -9,6 +9,7 @@ for each case (ids, author, text), signed as X signs them.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -116,3 +117,46 @@ def wait_until(condition: Callable[[], bool], seconds: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def test_a_dm_conversation_is_one_ticket_and_answers_go_as_dms(world: World) -> None:
+    world.dm("Hoi, mijn factuur klopt niet", author="6060", handle="dmklant")
+    world.settle()
+    world.dm("Het gaat om maart", author="6060", handle="dmklant")
+    world.settle()
+    (ticket,) = [t for t in world.zd.tickets if "deskbridge" in t["tags"]]
+    bodies = [c["body"] for c in world.comments(ticket["id"])]
+    assert any("factuur klopt niet" in b for b in bodies)
+    assert any("Het gaat om maart" in b for b in bodies)
+    assert all(c["public"] is False for c in world.comments(ticket["id"]))  # DMs stay private
+    world.zd.agent_comment(ticket["id"], "We passen de factuur aan.", public=True)
+    world.zd.wait_for_deliveries(1)
+    world.settle()
+    (sent,) = world.x.posted()
+    assert sent["kind"] == "dm" and sent["participant_id"] == "6060"
+
+
+def test_a_deleted_post_is_noted_on_its_ticket(world: World) -> None:
+    ticket = world.zd.add_ticket(requester_id=requester(world), body="Storing")
+    post = world.tweet(f"@brand #{ticket['id']} mijn adres is Dorpsstraat 1")
+    world.settle()
+    world.delete(post)
+    world.settle()
+    note = world.comments(ticket["id"])[-1]
+    assert note["public"] is False and f"deleted their post {post}" in note["body"]
+    item = world.runtime.store.find_item("x", world.account, post)
+    assert item is not None and "Dorpsstraat" not in json.dumps(item.payload)
+
+
+def test_a_retried_create_makes_one_ticket(world: World, tmp_path: Path) -> None:
+    # The worker died after Zendesk created the ticket: the retry sends the same
+    # Idempotency-Key and Zendesk answers with the ticket it already made.
+    from integrations.helpdesk import NewTicket
+    from tests.factories import message
+
+    zendesk = world.runtime.router.helpdesk("hd")
+    request = NewTicket(message("1", author_id="8080"), subject="s")
+    first = zendesk.create_ticket(request, "x:1000:1:helpdesk")
+    again = zendesk.create_ticket(request, "x:1000:1:helpdesk")
+    assert first.ticket_id == again.ticket_id
+    assert len([t for t in world.zd.tickets if "deskbridge" in t["tags"]]) == 1

@@ -134,7 +134,7 @@ class ZendeskHelpdesk:
         ticket: dict[str, Any] = {
             "subject": request.subject, "requester_id": int(requester),
             "tags": ["deskbridge", request.message.channel, *request.tags],
-            "comment": {"html_body": comment, "public": request.verified,
+            "comment": {"html_body": comment, "public": request.verified and request.public,
                         "author_id": int(requester) if request.verified else None},
         }
         if request.follow_up_of:
@@ -166,7 +166,7 @@ class ZendeskHelpdesk:
         follow_up = NewTicket(request.message, subject=f"Follow-up of #{request.ticket_id}",
                               follow_up_of=request.ticket_id, verified=request.verified,
                               reason=request.reason + f"; ticket {request.ticket_id} is closed",
-                              requester_id=request.author_id)
+                              requester_id=request.author_id, public=request.public)
         return self.create_ticket(follow_up, idempotency_key + ":follow-up")
 
     def record_deletion(self, request: DeletionNotice, idempotency_key: str) -> WriteResult:
