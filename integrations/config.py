@@ -198,6 +198,7 @@ class MappingSettings(BaseModel):
     session_window_days: int = Field(default=14, ge=1)
     reference_patterns: list[str] = Field(default_factory=list)  # each with (?P<number>...)
     ticket_hosts: list[str] = Field(default_factory=list)  # beside *.zendesk.com
+    redact_deleted: bool = False  # remove a deleted post's text from the ticket too
 
     @field_validator("reference_patterns")
     @classmethod

@@ -67,7 +67,8 @@ class DeletionNotice:
 
     ticket_id: str
     deletion: Deletion
-    redact: bool = False
+    redact: bool = False  # also remove the copied text from the comment that holds it
+    original_key: str | None = None  # the idempotency key the deleted post was written with
 
 
 @dataclass(frozen=True)

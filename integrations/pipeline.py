@@ -84,6 +84,7 @@ class Route:
     tags: tuple[str, ...] = ()
     long_replies: str = "thread"
     reply_link: str | None = None
+    redact_deleted: bool = False
 
 
 class Router(Protocol):
@@ -132,7 +133,7 @@ class Work:
         any other error leaves the intent open so the next attempt reconciles first.
         """
         store = self.pipeline.store
-        key = ":".join((*self.item.natural_key, slot or operation))
+        key = delivery_key(self.item.natural_key, slot or operation)
         record, fresh = store.begin_delivery(key, self.item.id, target, operation, self.now)
         if record.status == DeliveryStatus.DONE and record.provider_id is not None:
             return WriteResult(record.ticket_id or "", record.provider_id)
@@ -150,6 +151,11 @@ class Work:
             raise
         store.complete_delivery(key, result.ticket_id, result.provider_id, self.now)
         return result
+
+
+def delivery_key(natural_key: tuple[str, str, str], slot: str) -> str:
+    """The idempotency key of one write for one item: the same on every attempt."""
+    return ":".join((*natural_key, slot))
 
 
 def _kv(item: ItemRecord, **fields: object) -> dict[str, object]:
@@ -472,7 +478,11 @@ def handle_deletion(work: Work) -> str:
     if link is None:
         return "deleted: our copy blanked" if stored else "deleted: we never stored it"
     helpdesk = work.pipeline.router.helpdesk(link.helpdesk)
-    notice = DeletionNotice(link.ticket_id, deletion)
+    route = work.pipeline.router.route(deletion.channel, deletion.account)
+    message_key = (deletion.channel, deletion.account, deletion.message_id)
+    original = delivery_key(message_key, HELPDESK_SLOT)
+    notice = DeletionNotice(link.ticket_id, deletion, redact=bool(route and route.redact_deleted),
+                            original_key=original)
     work.deliver("deletion_note", helpdesk.name,
                  lambda key: helpdesk.record_deletion(notice, key),
                  lambda key: helpdesk.find_write(key, notice.ticket_id))

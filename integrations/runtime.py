@@ -55,7 +55,8 @@ class SettingsRouter:
             return None
         rules = self.rules_for(mapping)
         return Route(mapping.name, self.helpdesk(mapping.helpdesk), rules, tuple(mapping.tags),
-                     long_replies=mapping.long_replies, reply_link=mapping.reply_link)
+                     long_replies=mapping.long_replies, reply_link=mapping.reply_link,
+                     redact_deleted=mapping.redact_deleted)
 
     def rules_for(self, mapping: MappingSettings) -> LinkRules:
         """The link rules a mapping sets."""

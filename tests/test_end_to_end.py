@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,21 @@ def test_a_retried_create_makes_one_ticket(world: World, tmp_path: Path) -> None
     again = zendesk.create_ticket(request, "x:1000:1:helpdesk")
     assert first.ticket_id == again.ticket_id
     assert len([t for t in world.zd.tickets if "deskbridge" in t["tags"]]) == 1
+
+
+def test_redaction_removes_a_deleted_posts_text_from_its_comment(world: World) -> None:
+    from integrations.events import Deletion
+    from integrations.helpdesk import DeletionNotice, NewTicket
+    from tests.factories import message
+
+    zendesk = world.runtime.router.helpdesk("hd")
+    key = "x:1000:31:helpdesk"
+    written = zendesk.create_ticket(
+        NewTicket(message("31", author_id="3131", text="Mijn IBAN is NL00BANK0123456789"),
+                  subject="s"), key)
+    deletion = Deletion("x", "1000", "31", "3131", datetime(2026, 11, 22, tzinfo=UTC))
+    zendesk.record_deletion(DeletionNotice(written.ticket_id, deletion, redact=True,
+                                           original_key=key), "x:1000:delete:31:deletion_note")
+    first, note = world.comments(int(written.ticket_id))
+    assert "NL00BANK0123456789" not in first["body"] and "▇" in first["body"]
+    assert note["public"] is False and "deleted their post 31" in note["body"]

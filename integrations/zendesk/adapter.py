@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -130,7 +131,8 @@ class ZendeskHelpdesk:
     def create_ticket(self, request: NewTicket, idempotency_key: str) -> WriteResult:
         """Open a ticket (or a follow-up of a closed one) with the message as first comment."""
         requester = request.requester_id or self._ensure_requester(request.message.author)
-        comment = render_comment(request.message, request.reason, request.verified)
+        comment = render_comment(request.message, request.reason, request.verified,
+                                 write_marker(idempotency_key))
         ticket: dict[str, Any] = {
             "subject": request.subject, "requester_id": int(requester),
             "tags": ["deskbridge", request.message.channel, *request.tags],
@@ -170,12 +172,33 @@ class ZendeskHelpdesk:
         return self.create_ticket(follow_up, idempotency_key + ":follow-up")
 
     def record_deletion(self, request: DeletionNotice, idempotency_key: str) -> WriteResult:
-        """An internal note that the customer deleted the post."""
+        """An internal note that the customer deleted the post; with `redact`, its copied
+        text is also removed from the comment that holds it (Zendesk's comment redaction)."""
+        if request.redact and request.original_key:
+            self._redact(request.ticket_id, write_marker(request.original_key))
         note = Comment(html_body=render_deletion(request.deletion, write_marker(idempotency_key)),
                        public=False)
         audit = self._call(lambda: self.client.tickets.update(
             ZenpyTicket(id=int(request.ticket_id), comment=note)))
         return WriteResult(request.ticket_id, str(getattr(audit.audit, "id", "") or ""))
+
+    def _redact(self, ticket_id: str, marker: str) -> None:
+        # https://developer.zendesk.com/api-reference/ticketing/tickets/ticket_comments/#redact-ticket-comment-in-agent-workspace
+        comment = self._comment_with(ticket_id, marker)
+        quoted = re.search(r"<blockquote>(.*?)</blockquote>", (comment or {}).get("html_body")
+                           or "", re.DOTALL) if comment else None
+        if comment is None or quoted is None or not quoted.group(1).strip():
+            return  # nothing of ours left to redact
+        html = comment["html_body"].replace(quoted.group(0),
+                                            f"<blockquote><redact>{quoted.group(1)}</redact>"
+                                            "</blockquote>", 1)
+        self._request("PUT", f"/api/v2/comment_redactions/{comment['id']}",
+                      {"ticket_id": int(ticket_id), "html_body": html})
+
+    def _comment_with(self, ticket_id: str, marker: str) -> dict[str, Any] | None:
+        body = self._get(f"/api/v2/tickets/{ticket_id}/comments.json")
+        return next((c for c in body.get("comments") or []
+                     if marker in (c.get("html_body") or c.get("body") or "")), None)
 
     def find_write(self, idempotency_key: str, ticket_id: str | None = None) -> WriteResult | None:
         """The comment written with this key on `ticket_id`, if it is there.
