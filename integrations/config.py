@@ -199,6 +199,14 @@ class MappingSettings(BaseModel):
     reference_patterns: list[str] = Field(default_factory=list)  # each with (?P<number>...)
     ticket_hosts: list[str] = Field(default_factory=list)  # beside *.zendesk.com
     redact_deleted: bool = False  # remove a deleted post's text from the ticket too
+    # New tickets: the helpdesk's group and brand, and their priority. A sender with at least
+    # `priority_followers` followers, or in `vip_handles`, gets `vip_priority`.
+    group_id: int | None = None
+    brand_id: int | None = None
+    priority: Literal["low", "normal", "high", "urgent"] | None = None
+    priority_followers: int | None = Field(default=None, ge=1)
+    vip_handles: list[str] = Field(default_factory=list)
+    vip_priority: Literal["low", "normal", "high", "urgent"] = "high"
 
     @field_validator("reference_patterns")
     @classmethod

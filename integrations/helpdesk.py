@@ -46,6 +46,9 @@ class NewTicket:
     reason: str = ""
     requester_id: str | None = None  # the helpdesk user known to be the sender, if any
     public: bool = True  # False for a DM: the first comment stays private
+    group_id: int | None = None
+    brand_id: int | None = None
+    priority: str | None = None
 
 
 @dataclass(frozen=True)

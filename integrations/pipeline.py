@@ -30,7 +30,14 @@ from integrations.errors import (
     PayloadError,
     ProviderError,
 )
-from integrations.events import AgentReply, Deletion, Event, MessageKind, SocialMessage
+from integrations.events import (
+    AgentReply,
+    Deletion,
+    Event,
+    MessageKind,
+    SocialMessage,
+    SocialUser,
+)
 from integrations.helpdesk import DeletionNotice, Helpdesk, NewComment, NewTicket, WriteResult
 from integrations.linking import Action, LinkDecision, LinkRules, PendingClaim, decide
 from integrations.lookup import StoreHelpdeskLookup
@@ -85,6 +92,20 @@ class Route:
     long_replies: str = "thread"
     reply_link: str | None = None
     redact_deleted: bool = False
+    group_id: int | None = None
+    brand_id: int | None = None
+    priority: str | None = None
+    priority_followers: int | None = None
+    vip_handles: frozenset[str] = frozenset()
+    vip_priority: str = "high"
+
+    def priority_for(self, author: SocialUser) -> str | None:
+        """The new ticket's priority: the VIP one for a VIP or a large audience."""
+        followers = author.follower_count or 0
+        if author.handle.lower() in self.vip_handles or (
+                self.priority_followers is not None and followers >= self.priority_followers):
+            return self.vip_priority
+        return self.priority
 
 
 class Router(Protocol):
@@ -385,7 +406,9 @@ def _write(work: Work, message: SocialMessage, decision: LinkDecision, route: Ro
         request = NewTicket(message, subject=_subject(message), tags=route.tags,
                             follow_up_of=decision.ticket_id, verified=decision.verified,
                             reason=decision.reason, requester_id=sender_user,
-                            public=decision.public)
+                            public=decision.public, group_id=route.group_id,
+                            brand_id=route.brand_id,
+                            priority=route.priority_for(message.author))
         return work.deliver("create_ticket", helpdesk.name,
                             lambda key: helpdesk.create_ticket(request, key), helpdesk.find_write,
                             slot=HELPDESK_SLOT)

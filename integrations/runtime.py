@@ -56,7 +56,11 @@ class SettingsRouter:
         rules = self.rules_for(mapping)
         return Route(mapping.name, self.helpdesk(mapping.helpdesk), rules, tuple(mapping.tags),
                      long_replies=mapping.long_replies, reply_link=mapping.reply_link,
-                     redact_deleted=mapping.redact_deleted)
+                     redact_deleted=mapping.redact_deleted, group_id=mapping.group_id,
+                     brand_id=mapping.brand_id, priority=mapping.priority,
+                     priority_followers=mapping.priority_followers,
+                     vip_handles=frozenset(h.lower().lstrip("@") for h in mapping.vip_handles),
+                     vip_priority=mapping.vip_priority)
 
     def rules_for(self, mapping: MappingSettings) -> LinkRules:
         """The link rules a mapping sets."""

@@ -292,3 +292,17 @@ def test_reply_that_arrives_before_its_parent_waits_for_it(
     assert rt.pipeline.process(reply_id) == "done"  # a wait is no failed attempt
     create, comment = helpdesk.writes()
     assert comment["ticket_id"] == create["ticket_id"] and comment["message_id"] == "11"
+
+
+def test_priority_rules_for_new_tickets() -> None:
+    from integrations.events import SocialUser
+    from integrations.linking import LinkRules
+    from integrations.pipeline import Route
+    from tests.doubles import RecordingHelpdesk
+
+    route = Route("m", RecordingHelpdesk("hd", Path("/nonexistent")), LinkRules(),
+                  priority="normal", priority_followers=10_000,
+                  vip_handles=frozenset({"ceo"}), vip_priority="urgent")
+    assert route.priority_for(SocialUser("x", "1", "someone", follower_count=50)) == "normal"
+    assert route.priority_for(SocialUser("x", "2", "famous", follower_count=25_000)) == "urgent"
+    assert route.priority_for(SocialUser("x", "3", "CEO", follower_count=3)) == "urgent"

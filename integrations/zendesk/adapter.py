@@ -141,6 +141,9 @@ class ZendeskHelpdesk:
         }
         if request.follow_up_of:
             ticket["via_followup_source_id"] = int(request.follow_up_of)
+        for field in ("group_id", "brand_id", "priority"):
+            if getattr(request, field) is not None:
+                ticket[field] = getattr(request, field)
         body = self._post("/api/v2/tickets.json", {"ticket": ticket},
                           headers={"Idempotency-Key": idempotency_key})
         created = body["ticket"]

@@ -156,3 +156,15 @@ def test_a_comment_written_before_a_crash_is_found_by_its_marker(zd: ZendeskHelp
     found = zd.find_write("x:1000:5:helpdesk", "500")
     assert found is not None and found.provider_id == "222"
     assert zd.find_write("x:1000:6:helpdesk", "500") is None
+
+
+@responses.activate
+def test_new_ticket_carries_group_brand_and_priority(zd: ZendeskHelpdesk) -> None:
+    responses.post(f"{API}/tickets.json", status=201, json={**ticket_json(5003),
+                                                             "audit": {"id": 5}})
+    zd.create_ticket(NewTicket(message("9"), subject="s", requester_id="900", group_id=360001,
+                               brand_id=360002, priority="urgent"), "k9")
+    ticket = json.loads(responses.calls[0].request.body)["ticket"]
+    assert (ticket["group_id"], ticket["brand_id"], ticket["priority"]) == (
+        360001, 360002, "urgent")
+    assert len(responses.calls) == 1  # the requester was known: no user call
