@@ -135,6 +135,9 @@ def _config(tmp: Path, x: XEmulator, x_url: str, zd: ZendeskEmulator, zd_url: st
 url = "sqlite:///{tmp}/store.db"
 [queue]
 url = "sqlite:///{tmp}/queue.db"
+lease_seconds = 2.0
+sweep_interval_seconds = 1
+sweep_grace_seconds = 1.0
 [channels.brand]
 type = "x"
 account_id = "{x.account.id}"

@@ -10,6 +10,10 @@ for each case (ids, author, text), signed as X signs them.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -179,3 +183,34 @@ def test_redaction_removes_a_deleted_posts_text_from_its_comment(world: World) -
     first, note = world.comments(int(written.ticket_id))
     assert "NL00BANK0123456789" not in first["body"] and "▇" in first["body"]
     assert note["public"] is False and "deleted their post 31" in note["body"]
+
+
+def test_worker_killed_after_zendesk_created_the_ticket_makes_one_ticket(
+    world: World, tmp_path: Path,
+) -> None:
+    config = tmp_path / "deskbridge.toml"
+    world.zd.hold_answers("POST /api/v2/tickets", 60)  # created, but the answer never arrives
+    post = world.tweet("@brand alles ligt plat", author="9191", handle="crash")
+    first = start_worker(config)
+    try:
+        wait_until(lambda: any("deskbridge" in t["tags"] for t in world.zd.tickets), 30)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    world.zd.hold_answers("POST /api/v2/tickets", 0)
+    second = start_worker(config)
+    try:
+        wait_until(lambda: getattr(world.runtime.store.find_item("x", world.account, post),
+                                   "status", None) == "done", 30)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
+    assert len([t for t in world.zd.tickets if "deskbridge" in t["tags"]]) == 1
+
+
+def start_worker(config: Path) -> subprocess.Popen[bytes]:
+    """`deskbridge worker` in its own process, with the real adapters."""
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.Popen([sys.executable, "-m", "integrations", "worker", "--config",
+                             str(config)], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

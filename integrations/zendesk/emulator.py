@@ -704,6 +704,7 @@ class ZendeskEmulator:
         self._calls: Counter[str] = Counter()
         self._failures: dict[str, _Failure] = {}
         self._ticket_ids = itertools.count(first_ticket_id)
+        self._held: dict[str, float] = {}
         self._object_ids = itertools.count(20_000_000_000_001)
         self._invocation_ids = itertools.count(8_350_205_582)
         self._users: dict[int, _User] = {}
@@ -772,6 +773,9 @@ class ZendeskEmulator:
             result = self._handlers[req.route](req)
         except ZendeskApiError as err:
             result = err.result
+        hold = self._held.get(req.route, 0.0)
+        if hold > 0:  # the work is done, the answer is slow to arrive (a flaky network)
+            time.sleep(hold)
         log.debug("Zendesk emulator: %s -> %s", req.route, result.status,
                   extra={"endpoint": req.route, "status": result.status})
         return replace(result, headers={**headers, **result.headers})
@@ -1914,6 +1918,13 @@ class ZendeskEmulator:
         """Every webhook request made so far, with its answer's status (or the error)."""
         with self._lock:
             return [dict(d) for d in self._deliveries]
+
+    def hold_answers(self, endpoint: str, seconds: float) -> None:
+        """Do the work of `endpoint` (e.g. "POST /api/v2/tickets"), then hold the answer back
+        for `seconds`: a client killed meanwhile never learns that its call succeeded."""
+        if endpoint not in ROUTES:
+            raise ValueError(f"unknown endpoint {endpoint!r}")
+        self._held[endpoint] = seconds
 
     def wait_for_deliveries(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         """Block until at least `count` webhook requests have been answered; returns them all.
