@@ -31,13 +31,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import itertools
 import json
 import logging
 import math
 import re
 import secrets
-import signal
 import sys
 import threading
 import time
@@ -54,6 +52,7 @@ import requests
 from flask import Flask, Response, request
 from werkzeug.serving import WSGIRequestHandler, make_server
 
+from integrations.emulation import serve_until_stopped
 from integrations.twitter.settings import XChannelSettings
 
 log = logging.getLogger("deskbridge.x_emulator")
@@ -1251,23 +1250,6 @@ def serve(port: int = 0, host: str = ALLOWED_HOST, emulator: XEmulator | None = 
     print(base_url, flush=True)
     print(f"X emulator (not X) for @{emulator.account.username} "
           f"(id {emulator.account.id}) at {base_url}", file=sys.stderr, flush=True)
-    _stop_on_signals(server.shutdown)
-    try:
-        server.serve_forever(poll_interval=0.1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_stopped(server)
 
 
-def _stop_on_signals(shutdown: Callable[[], None]) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        return
-    # shutdown() waits for serve_forever() to return, so it must run off the serving thread.
-    stopping = itertools.count()
-
-    def stop(signum: int, frame: object) -> None:
-        if next(stopping) == 0:
-            threading.Thread(target=shutdown, daemon=True).start()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, stop)

@@ -52,7 +52,6 @@ import math
 import re
 import secrets
 import shlex
-import signal
 import sys
 import threading
 import time
@@ -70,6 +69,7 @@ import requests
 from flask import Flask, Response, request
 from werkzeug.serving import WSGIRequestHandler, make_server
 
+from integrations.emulation import serve_until_stopped
 from integrations.twitter.client import rebase_session
 from integrations.zendesk.settings import ZendeskSettings
 
@@ -2287,26 +2287,9 @@ def serve(port: int = 0, host: str = ALLOWED_HOST,
     print(f"Zendesk emulator (not Zendesk) for {emulator.subdomain}.zendesk.com at {base_url}; "
           f"agent {emulator.credentials.email}, API token {emulator.credentials.token}",
           file=sys.stderr, flush=True)
-    _stop_on_signals(server.shutdown)
-    try:
-        server.serve_forever(poll_interval=0.1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_stopped(server)
 
 
-def _stop_on_signals(shutdown: Callable[[], None]) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        return
-    # shutdown() waits for serve_forever() to return, so it must run off the serving thread.
-    stopping = itertools.count()
-
-    def stop(signum: int, frame: object) -> None:
-        if next(stopping) == 0:
-            threading.Thread(target=shutdown, daemon=True).start()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, stop)
 
 
 # ---------------------------------------------------------------------------------------------

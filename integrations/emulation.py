@@ -1,0 +1,41 @@
+"""What every provider emulator shares: serving on loopback until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+
+class Server(Protocol):
+    def serve_forever(self, poll_interval: float = 0.5) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+    def server_close(self) -> None: ...
+
+
+def serve_until_stopped(server: Server) -> None:
+    """Serve until SIGINT or SIGTERM (or Ctrl-C), then close the socket."""
+    _stop_on_signals(server.shutdown)
+    try:
+        server.serve_forever(poll_interval=0.1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def _stop_on_signals(shutdown: Callable[[], None]) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    # shutdown() waits for serve_forever() to return, so it must run off the serving thread.
+    stopping = itertools.count()
+
+    def stop(signum: int, frame: object) -> None:
+        if next(stopping) == 0:
+            threading.Thread(target=shutdown, daemon=True).start()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
