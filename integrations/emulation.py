@@ -1,4 +1,4 @@
-"""What every provider emulator shares: serving on loopback until SIGINT or SIGTERM."""
+"""What every provider emulator shares: its request handler, and serving until stopped."""
 
 from __future__ import annotations
 
@@ -6,7 +6,25 @@ import itertools
 import signal
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
+
+from werkzeug.serving import WSGIRequestHandler
+
+
+class EmulatorRequestHandler(WSGIRequestHandler):
+    """werkzeug's handler, minus its own `Server` header and with log lines marked as ours."""
+
+    label: ClassVar[str] = "emulator"  # each emulator names itself
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        """Send the status line and Date; the app's `server` header names the emulator."""
+        self.log_request(code)
+        self.send_response_only(code, message)
+        self.send_header("Date", self.date_time_string())
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        """werkzeug's request log line, prefixed so nobody mistakes it for the provider."""
+        super().log(type, f"{self.label}: " + message, *args)
 
 
 class Server(Protocol):

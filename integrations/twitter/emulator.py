@@ -50,8 +50,9 @@ from urllib.parse import quote, unquote, urlsplit
 
 import requests
 from flask import Flask, Response, request
-from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.serving import make_server
 
+from integrations.emulation import EmulatorRequestHandler as BaseRequestHandler
 from integrations.emulation import serve_until_stopped
 from integrations.twitter.settings import XChannelSettings
 
@@ -1219,18 +1220,10 @@ def create_app(emulator: XEmulator | None = None) -> Flask:
     return app
 
 
-class EmulatorRequestHandler(WSGIRequestHandler):
-    """werkzeug's handler, minus its own `Server` header and with log lines marked as ours."""
+class EmulatorRequestHandler(BaseRequestHandler):
+    """werkzeug's request handler for the X emulator (see integrations/emulation.py)."""
 
-    def send_response(self, code: int, message: str | None = None) -> None:
-        """Send the status line and Date; the app's `server` header names the emulator."""
-        self.log_request(code)
-        self.send_response_only(code, message)
-        self.send_header("Date", self.date_time_string())
-
-    def log(self, type: str, message: str, *args: Any) -> None:
-        """werkzeug's request log line, prefixed so nobody mistakes it for X."""
-        super().log(type, "X emulator: " + message, *args)
+    label = "X emulator"
 
 
 def serve(port: int = 0, host: str = ALLOWED_HOST, emulator: XEmulator | None = None) -> None:

@@ -67,8 +67,9 @@ from urllib.parse import urlencode
 
 import requests
 from flask import Flask, Response, request
-from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.serving import make_server
 
+from integrations.emulation import EmulatorRequestHandler as BaseRequestHandler
 from integrations.emulation import serve_until_stopped
 from integrations.twitter.client import rebase_session
 from integrations.zendesk.settings import ZendeskSettings
@@ -2254,18 +2255,10 @@ def create_app(emulator: ZendeskEmulator | None = None) -> Flask:
     return app
 
 
-class ZendeskEmulatorRequestHandler(WSGIRequestHandler):
-    """werkzeug's handler, minus its own `Server` header and with log lines marked as ours."""
+class ZendeskEmulatorRequestHandler(BaseRequestHandler):
+    """werkzeug's request handler for the Zendesk emulator (see integrations/emulation.py)."""
 
-    def send_response(self, code: int, message: str | None = None) -> None:
-        """Send the status line and Date; the app's `server` header names the emulator."""
-        self.log_request(code)
-        self.send_response_only(code, message)
-        self.send_header("Date", self.date_time_string())
-
-    def log(self, type: str, message: str, *args: Any) -> None:
-        """werkzeug's request log line, prefixed so nobody mistakes it for Zendesk."""
-        super().log(type, "Zendesk emulator: " + message, *args)
+    label = "Zendesk emulator"
 
 
 def serve(port: int = 0, host: str = ALLOWED_HOST,
