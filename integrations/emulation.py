@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
-from werkzeug.serving import WSGIRequestHandler
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 
 class EmulatorRequestHandler(WSGIRequestHandler):
@@ -33,6 +34,25 @@ class Server(Protocol):
     def shutdown(self) -> None: ...
 
     def server_close(self) -> None: ...
+
+
+LOOPBACK = "127.0.0.1"
+
+
+def serve_app(app: Any, *, port: int, host: str, handler: type[EmulatorRequestHandler],
+              banner: Callable[[str], str]) -> None:
+    """Serve an emulator on loopback until stopped. The first line of standard output is its
+    base URL (flushed at once); `banner(base_url)` goes to standard error.
+
+    Raises ValueError when asked to listen anywhere but 127.0.0.1.
+    """
+    if host != LOOPBACK:
+        raise ValueError(f"the {handler.label} only listens on {LOOPBACK}, not {host!r}")
+    server = make_server(host, port, app, threaded=True, request_handler=handler)
+    base_url = f"http://{LOOPBACK}:{server.server_port}"
+    print(base_url, flush=True)
+    print(banner(base_url), file=sys.stderr, flush=True)
+    serve_until_stopped(server)
 
 
 def serve_until_stopped(server: Server) -> None:

@@ -36,7 +36,6 @@ import logging
 import math
 import re
 import secrets
-import sys
 import threading
 import time
 import warnings
@@ -50,10 +49,9 @@ from urllib.parse import quote, unquote, urlsplit
 
 import requests
 from flask import Flask, Response, request
-from werkzeug.serving import make_server
 
 from integrations.emulation import EmulatorRequestHandler as BaseRequestHandler
-from integrations.emulation import serve_until_stopped
+from integrations.emulation import serve_app
 from integrations.twitter.settings import XChannelSettings
 
 log = logging.getLogger("deskbridge.x_emulator")
@@ -1234,15 +1232,10 @@ def serve(port: int = 0, host: str = ALLOWED_HOST, emulator: XEmulator | None = 
     Raises:
         ValueError: when asked to listen anywhere but 127.0.0.1.
     """
-    if host != ALLOWED_HOST:
-        raise ValueError(f"the X emulator only listens on {ALLOWED_HOST}, not {host!r}")
     emulator = emulator or XEmulator()
-    server = make_server(host, port, create_app(emulator), threaded=True,
-                         request_handler=EmulatorRequestHandler)
-    base_url = f"http://{ALLOWED_HOST}:{server.server_port}"
-    print(base_url, flush=True)
-    print(f"X emulator (not X) for @{emulator.account.username} "
-          f"(id {emulator.account.id}) at {base_url}", file=sys.stderr, flush=True)
-    serve_until_stopped(server)
+    account = emulator.account
+    serve_app(create_app(emulator), port=port, host=host, handler=EmulatorRequestHandler,
+              banner=lambda url: f"X emulator (not X) for @{account.username} "
+                                 f"(id {account.id}) at {url}")
 
 

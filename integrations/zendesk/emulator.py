@@ -52,7 +52,6 @@ import math
 import re
 import secrets
 import shlex
-import sys
 import threading
 import time
 from collections import Counter
@@ -67,10 +66,9 @@ from urllib.parse import urlencode
 
 import requests
 from flask import Flask, Response, request
-from werkzeug.serving import make_server
 
 from integrations.emulation import EmulatorRequestHandler as BaseRequestHandler
-from integrations.emulation import serve_until_stopped
+from integrations.emulation import serve_app
 from integrations.twitter.client import rebase_session
 from integrations.zendesk.settings import ZendeskSettings
 
@@ -2270,17 +2268,12 @@ def serve(port: int = 0, host: str = ALLOWED_HOST,
     Raises:
         ValueError: when asked to listen anywhere but 127.0.0.1.
     """
-    if host != ALLOWED_HOST:
-        raise ValueError(f"the Zendesk emulator only listens on {ALLOWED_HOST}, not {host!r}")
     emulator = emulator or ZendeskEmulator()
-    server = make_server(host, port, create_app(emulator), threaded=True,
-                         request_handler=ZendeskEmulatorRequestHandler)
-    base_url = f"http://{ALLOWED_HOST}:{server.server_port}"
-    print(base_url, flush=True)
-    print(f"Zendesk emulator (not Zendesk) for {emulator.subdomain}.zendesk.com at {base_url}; "
-          f"agent {emulator.credentials.email}, API token {emulator.credentials.token}",
-          file=sys.stderr, flush=True)
-    serve_until_stopped(server)
+    zd = emulator
+    serve_app(create_app(zd), port=port, host=host, handler=ZendeskEmulatorRequestHandler,
+              banner=lambda url: f"Zendesk emulator (not Zendesk) for {zd.subdomain}.zendesk.com"
+                                 f" at {url}; agent {zd.credentials.email}, API token "
+                                 f"{zd.credentials.token}")
 
 
 
