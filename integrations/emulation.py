@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
+from flask import request
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 
@@ -37,6 +38,12 @@ class Server(Protocol):
 
 
 LOOPBACK = "127.0.0.1"
+
+
+def control_body() -> dict[str, Any]:
+    """The JSON object posted to an emulator's /_emulator/ control route ({} if none)."""
+    body = request.get_json(silent=True)
+    return body if isinstance(body, dict) else {}
 
 
 def serve_app(app: Any, *, port: int, host: str, handler: type[EmulatorRequestHandler],

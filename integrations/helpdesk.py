@@ -7,7 +7,7 @@ write with that key already happened, so a retry after an unknown outcome never 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -31,7 +31,6 @@ class Ticket:
 class HelpdeskUser:
     id: str
     name: str = ""
-    social_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,6 @@ class NewComment:
     public: bool
     verified: bool
     reason: str
-    notes: tuple[str, ...] = field(default_factory=tuple)
     author_id: str | None = None  # the helpdesk user who is the sender (public comments)
 
 

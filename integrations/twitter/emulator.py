@@ -51,7 +51,7 @@ import requests
 from flask import Flask, Response, request
 
 from integrations.emulation import EmulatorRequestHandler as BaseRequestHandler
-from integrations.emulation import serve_app
+from integrations.emulation import control_body, serve_app
 from integrations.twitter.settings import XChannelSettings
 
 log = logging.getLogger("deskbridge.x_emulator")
@@ -1143,17 +1143,12 @@ def _flask_rule(route: str) -> tuple[str, str]:
     return method, re.sub(r":(\w+)", r"<\1>", path)
 
 
-def _control_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    return body if isinstance(body, dict) else {}
-
-
 def _register_controls(app: Flask, emulator: XEmulator) -> None:
     """The /_emulator/ routes: the Python controls over HTTP, for the demo and other processes."""
 
     @app.post("/_emulator/mentions")
     def add_mention() -> Response:
-        b = _control_body()
+        b = control_body()
         post = emulator.add_mention(
             author_id=str(b.get("author_id", "")), username=str(b.get("username", "")),
             text=str(b.get("text", "")), name=b.get("name"),
@@ -1162,7 +1157,7 @@ def _register_controls(app: Flask, emulator: XEmulator) -> None:
 
     @app.post("/_emulator/dms")
     def add_dm() -> Response:
-        b = _control_body()
+        b = control_body()
         event = emulator.add_dm(sender_id=str(b.get("sender_id", "")),
                                 username=str(b.get("username", "")),
                                 text=str(b.get("text", "")), name=b.get("name"))
@@ -1178,7 +1173,7 @@ def _register_controls(app: Flask, emulator: XEmulator) -> None:
 
     @app.post("/_emulator/fail")
     def fail() -> Response:
-        b = _control_body()
+        b = control_body()
         emulator.fail_next(str(b.get("endpoint")), int(b.get("count", 1)),
                            int(b.get("status", 429)), float(b.get("reset_after", WINDOW_SECONDS)))
         return _json_response(200, {"ok": True})

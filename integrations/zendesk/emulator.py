@@ -68,7 +68,7 @@ import requests
 from flask import Flask, Response, request
 
 from integrations.emulation import EmulatorRequestHandler as BaseRequestHandler
-from integrations.emulation import serve_app
+from integrations.emulation import control_body, serve_app
 from integrations.twitter.client import rebase_session
 from integrations.zendesk.settings import ZendeskSettings
 
@@ -2134,11 +2134,6 @@ def _flask_rules(route: str) -> tuple[str, list[str]]:
     return method, [rule] if "/webhooks" in path else [rule, rule + ".json"]
 
 
-def _control_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    return body if isinstance(body, dict) else {}
-
-
 def _register_controls(app: Flask, emulator: ZendeskEmulator) -> None:
     """The /_emulator/ routes: the Python controls over HTTP, for the demo and other processes."""
 
@@ -2148,7 +2143,7 @@ def _register_controls(app: Flask, emulator: ZendeskEmulator) -> None:
 
     @app.post("/_emulator/users")
     def add_user() -> Response:
-        b = _control_body()
+        b = control_body()
         user = emulator.add_user(str(b.get("name", "")), email=b.get("email"),
                                  role=str(b.get("role", "end-user")),
                                  external_id=b.get("external_id"), twitter=b.get("twitter"),
@@ -2161,7 +2156,7 @@ def _register_controls(app: Flask, emulator: ZendeskEmulator) -> None:
 
     @app.post("/_emulator/tickets")
     def add_ticket() -> Response:
-        b = _control_body()
+        b = control_body()
         ticket = emulator.add_ticket(requester_id=int(b.get("requester_id", 0)),
                                      body=str(b.get("body", "")), subject=b.get("subject"),
                                      status=str(b.get("status", "open")),
@@ -2180,7 +2175,7 @@ def _register_controls(app: Flask, emulator: ZendeskEmulator) -> None:
 
     @app.post("/_emulator/tickets/<int:ticket_id>/agent_comment")
     def agent_comment(ticket_id: int) -> Response:
-        b = _control_body()
+        b = control_body()
         comment = emulator.agent_comment(ticket_id, str(b.get("body", "")),
                                          public=bool(b.get("public", True)),
                                          author_id=b.get("author_id"))
@@ -2188,17 +2183,17 @@ def _register_controls(app: Flask, emulator: ZendeskEmulator) -> None:
 
     @app.post("/_emulator/tickets/<int:ticket_id>/requester_comment")
     def requester_comment(ticket_id: int) -> Response:
-        comment = emulator.requester_comment(ticket_id, str(_control_body().get("body", "")))
+        comment = emulator.requester_comment(ticket_id, str(control_body().get("body", "")))
         return _response(ApiResult(201, {"comment": comment}))
 
     @app.put("/_emulator/tickets/<int:ticket_id>/tags")
     def set_tags(ticket_id: int) -> Response:
-        ticket = emulator.set_tags(ticket_id, list(_control_body().get("tags") or []))
+        ticket = emulator.set_tags(ticket_id, list(control_body().get("tags") or []))
         return _response(ApiResult(200, {"ticket": ticket}))
 
     @app.put("/_emulator/tickets/<int:ticket_id>/status")
     def set_status(ticket_id: int) -> Response:
-        ticket = emulator.set_status(ticket_id, str(_control_body().get("status", "")))
+        ticket = emulator.set_status(ticket_id, str(control_body().get("status", "")))
         return _response(ApiResult(200, {"ticket": ticket}))
 
     @app.post("/_emulator/tickets/<int:ticket_id>/close")
@@ -2207,7 +2202,7 @@ def _register_controls(app: Flask, emulator: ZendeskEmulator) -> None:
 
     @app.post("/_emulator/fail")
     def fail() -> Response:
-        b = _control_body()
+        b = control_body()
         emulator.fail_next(str(b.get("endpoint")), int(b.get("count", 1)),
                            int(b.get("status", 429)), int(b.get("retry_after", 60)))
         return _response(ApiResult(200, {"ok": True}))
