@@ -8,16 +8,14 @@ replaced before the line is written.
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
-import os
-import queue
 import sys
-import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import IO, Any
+
+from integrations.batching import Batcher
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 REDACTED = "[redacted]"
@@ -80,67 +78,37 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 class BackgroundHandler(logging.Handler):
     """Formats and writes records on a thread of its own, all waiting lines in one write.
 
-    A request thread only queues the record; formatting, redaction and the write happen
-    beside it. `flush()` waits until everything queued so far is written; at exit (and on
-    `close()`) the queue is drained. Safe across fork: a forked process starts its own thread.
+    A request thread only appends the record to a list (see `integrations.batching`);
+    formatting, redaction and the write happen beside it, at most `linger` seconds later.
+    `flush()` waits until everything logged so far is written; at exit (and on `close()`)
+    what is waiting is written. Safe across fork: a forked process starts its own thread.
     """
 
-    def __init__(self, stream: IO[str], formatter: logging.Formatter) -> None:
+    def __init__(self, stream: IO[str], formatter: logging.Formatter, linger: float = 0.05) -> None:
         super().__init__()
         self.stream = stream
         self.setFormatter(formatter)
-        self._queue: queue.SimpleQueue[logging.LogRecord | threading.Event | None] = (
-            queue.SimpleQueue())
-        self._thread: threading.Thread | None = None
-        self._pid: int | None = None
+        self._batcher: Batcher[logging.LogRecord] = Batcher(self._write, linger=linger,
+                                                             name="deskbridge-log")
 
     def emit(self, record: logging.LogRecord) -> None:
         record.msg, record.args = record.getMessage(), None  # fix the text now, not later
-        self._ensure_thread()
-        self._queue.put(record)
+        self._batcher.put(record)
 
     def flush(self) -> None:
-        if self._thread is None or self._pid != os.getpid():
-            return
-        done = threading.Event()
-        self._queue.put(done)
-        done.wait(5)
+        self._batcher.flush()
 
     def close(self) -> None:
-        if self._thread is not None and self._pid == os.getpid():
-            self._queue.put(None)
-            self._thread.join(5)
-            self._thread = None
+        self._batcher.close()
         super().close()
 
-    def _ensure_thread(self) -> None:
-        if self._thread is None or self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._write_forever, name="deskbridge-log",
-                                            daemon=True)
-            self._thread.start()
-            atexit.register(self.close)
-
-    def _write_forever(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < 1000:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            lines = [self.format(r) for r in batch if isinstance(r, logging.LogRecord)]
-            if lines:
-                try:
-                    self.stream.write("\n".join(lines) + "\n")
-                    self.stream.flush()
-                except (OSError, ValueError):  # a closed stream: nothing left to write to
-                    pass
-            for marker in batch:
-                if isinstance(marker, threading.Event):
-                    marker.set()
-            if None in batch:
-                return
+    def _write(self, records: list[logging.LogRecord]) -> None:
+        lines = [self.format(r) for r in records]
+        try:
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # a closed stream: nothing left to write to
+            pass
 
 
 def configure_logging(

@@ -222,11 +222,7 @@ class Pipeline:
         for event, is_new in zip(events, result.is_new, strict=True):
             status = "accepted" if is_new else "duplicate"
             log.info(status, extra={"key": "/".join(event.natural_key), "event": status})
-        try:
-            self.queue.enqueue_many(list(result.new_ids))
-        except QueueUnavailable as err:
-            log.warning("queue down; the sweeper will send them", extra={
-                "item_ids": list(result.new_ids), "error": str(err)})
+        self.queue.hand_over(list(result.new_ids))
         return result
 
     # ------------------------------------------------------------ process

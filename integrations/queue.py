@@ -18,6 +18,7 @@ from huey import Huey, RedisHuey, SqliteHuey
 from huey.storage import SqliteStorage
 from sqlalchemy.engine import make_url
 
+from integrations.batching import Batcher
 from integrations.errors import ConfigurationError, DeskbridgeError
 from integrations.filelock import WriteLock
 from integrations.groupcommit import GroupCommitter
@@ -72,6 +73,8 @@ class TaskQueue:
         self._process_task = huey.task(name=PROCESS_TASK)(self._run_process)
         # Under load, the item ids that many requests hand over go in one queue transaction.
         self._batches: GroupCommitter[list[int], None] = GroupCommitter(self._enqueue_batch)
+        self._handoff: Batcher[list[int]] = Batcher(self._send_handed_over, linger=0.01,
+                                                    name="deskbridge-handoff")
 
     def bind(self, process: Callable[[int], Any]) -> None:
         """Say what a worker does with an item id."""
@@ -105,6 +108,28 @@ class TaskQueue:
         except Exception as err:  # huey raises the backend's own errors (redis, sqlite3)
             raise QueueUnavailable(f"queue unavailable: {type(err).__name__}: {err}") from err
 
+    def hand_over(self, item_ids: list[int]) -> None:
+        """Hand stored items to the workers without waiting for the queue (see the module doc).
+
+        The queue write happens on a background thread, together with other requests' items,
+        within `linger` seconds. If it fails, or the process dies first, the items are still in
+        the store and the sweeper queues them. `flush_handoff()` waits for it.
+        """
+        if item_ids:
+            self._handoff.put(item_ids)
+
+    def flush_handoff(self, timeout: float = 5.0) -> bool:
+        """Wait until every item handed over so far has reached the queue (or failed to)."""
+        return self._handoff.flush(timeout)
+
+    def _send_handed_over(self, batches: list[list[int]]) -> None:
+        try:
+            self._enqueue_batch(batches)
+        except Exception as err:  # noqa: BLE001 -- huey raises the backend's own errors (redis, sqlite3)
+            log.warning("queue down; the sweeper will send them", extra={
+                "item_ids": [i for b in batches for i in b],
+                "error": f"{type(err).__name__}: {err}"})
+
     def _enqueue_batch(self, batches: Sequence[list[int]]) -> list[None]:
         tasks = [self._process_task.s(item_id) for batch in batches for item_id in batch]
         storage = self.huey.storage
@@ -132,6 +157,7 @@ class TaskQueue:
         `as_of` runs delayed tasks as if that time had come (the store still decides whether
         their item is due); by default a delayed task goes back to huey's schedule.
         """
+        self.flush_handoff()
         ran = 0
         timestamp = as_of.astimezone(UTC).replace(tzinfo=None) if as_of else None
         while ran < limit:

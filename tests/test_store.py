@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from integrations import migrate
+from integrations.errors import StoreUnavailable
 from integrations.events import to_record
 from integrations.store import DeliveryStatus, IdentityRecord, ItemStatus, LinkRecord, Store
 from tests.factories import agent_reply, message
@@ -55,6 +56,17 @@ def test_same_item_stored_three_times_is_one_row(store: Store) -> None:
     assert second.is_new == (False,)
     assert len(third.new_ids) == 1 and third.is_new == (False, False, True)  # only "2" is new
     assert len(store.list_items()) == 2
+
+
+def test_a_broken_insert_connection_is_replaced(store: Store) -> None:
+    if store.dialect != "sqlite":
+        pytest.skip("only a SQLite file store keeps a connection of its own for inserts")
+    store.add_items([message("1")], NOW)
+    store._fast_insert._own.dbapi_connection.close()  # it dies under the insert
+    with pytest.raises(StoreUnavailable):
+        store.add_items([message("2")], NOW)
+    assert len(store.add_items([message("2")], NOW).new_ids) == 1
+    assert {i.provider_id for i in store.list_items()} == {"1", "2"}
 
 
 def test_item_round_trips_its_event(store: Store) -> None:

@@ -127,6 +127,7 @@ def test_delivery_is_stored_once_and_answered_fast(client: FlaskClient, runtime:
     assert again.get_json() == {"accepted": 0, "duplicates": 1, "ignored": []}
     item = runtime.store.find_item("x", ACCOUNT, "1332557345071644672")
     assert item is not None and item.status == "accepted"  # processing is the workers' job
+    assert runtime.queue.flush_handoff()  # the queue write follows the answer
     assert runtime.huey.pending_count() == 1
 
 

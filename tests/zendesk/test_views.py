@@ -118,6 +118,7 @@ def test_an_agent_reply_is_accepted_once(client: FlaskClient, runtime: Runtime) 
     item = runtime.store.find_item("helpdesk", "acme", "comment:54509304133531")
     assert item is not None and item.status == "accepted" and item.event_type == "agent_reply"
     assert item.conversation_key == "helpdesk:acme:35436"
+    assert runtime.queue.flush_handoff()  # the queue write follows the answer
     assert stored(runtime) == 1 and runtime.huey.pending_count() == 1
 
 

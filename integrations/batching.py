@@ -1,0 +1,114 @@
+"""Work handed off by request threads and done in batches on a thread of its own.
+
+A request thread that logs a line or tells the queue about a stored item should not pay for
+the write, nor for waking another thread each time: on a busy web worker every wake-up is a
+context switch and a fight for the GIL. `Batcher.put` only appends to a list. The batching
+thread is woken by the first item after an idle spell, lets more gather for `linger` seconds
+and hands them all to its sink at once; under load it wakes once per `linger`, not once per
+item. `flush()` waits until everything put so far has been through the sink.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+log = logging.getLogger("deskbridge.batching")
+
+
+class Batcher(Generic[T]):
+    """Hands what `put` collects to `sink(batch)` on a background thread, `linger` apart.
+
+    A sink that raises loses nothing it has not said so about: it is the sink's job to log
+    what it could not do (the callers' items are already safe elsewhere, see the uses).
+    Safe across fork: a forked process starts its own thread and does not inherit the
+    parent's items. At exit, and on `close()`, what is waiting is put through the sink.
+    """
+
+    def __init__(self, sink: Callable[[list[T]], None], *, linger: float, name: str) -> None:
+        self._sink = sink
+        self._linger = linger
+        self._name = name
+        self._lock = threading.Lock()
+        self._items: list[T] = []
+        self._markers: list[threading.Event] = []
+        self._wake = threading.Event()
+        self._idle = True  # no wake-up is pending: the next put must wake the thread
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+
+    def put(self, item: T) -> None:
+        """Queue `item` for the sink; never blocks on the sink."""
+        self._ensure_thread()
+        with self._lock:
+            self._items.append(item)
+            wake, self._idle = self._idle, False
+        if wake:
+            self._wake.set()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything put so far has been through the sink; False on timeout."""
+        if self._thread is None or self._pid != os.getpid():
+            return True
+        done = threading.Event()
+        with self._lock:
+            self._markers.append(done)
+            self._idle = False
+        self._wake.set()
+        return done.wait(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Put what is waiting through the sink and stop the thread."""
+        if self._thread is None or self._pid != os.getpid():
+            return
+        self._closing = True
+        self._wake.set()
+        self._thread.join(timeout)
+        self._thread = None
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._thread is not None and self._pid == os.getpid():
+                return
+            if self._pid != os.getpid():  # a fork: the parent's items are the parent's
+                self._items, self._markers, self._idle = [], [], True
+                self._wake = threading.Event()
+            self._pid = os.getpid()
+            self._closing = False
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+        atexit.register(self.close)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            if not self._closing and not self._markers:
+                time.sleep(self._linger)  # let more items gather
+            with self._lock:
+                self._wake.clear()
+                items, self._items = self._items, []
+                markers, self._markers = self._markers, []
+                self._idle = True
+                closing = self._closing
+            if items:
+                try:
+                    self._sink(items)
+                except Exception:  # the thread must outlive a failing sink
+                    log.exception("batch sink failed", extra={"batcher": self._name})
+            for marker in markers:
+                marker.set()
+            if closing:
+                with self._lock:
+                    if not self._items and not self._markers:
+                        return
+                self._wake.set()
