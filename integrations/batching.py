@@ -14,7 +14,6 @@ import atexit
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -40,6 +39,7 @@ class Batcher(Generic[T]):
         self._items: list[T] = []
         self._markers: list[threading.Event] = []
         self._wake = threading.Event()
+        self._hurry = threading.Event()  # flush or close: stop lingering
         self._idle = True  # no wake-up is pending: the next put must wake the thread
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -62,6 +62,7 @@ class Batcher(Generic[T]):
         with self._lock:
             self._markers.append(done)
             self._idle = False
+        self._hurry.set()
         self._wake.set()
         return done.wait(timeout)
 
@@ -70,6 +71,7 @@ class Batcher(Generic[T]):
         if self._thread is None or self._pid != os.getpid():
             return
         self._closing = True
+        self._hurry.set()
         self._wake.set()
         self._thread.join(timeout)
         self._thread = None
@@ -82,7 +84,7 @@ class Batcher(Generic[T]):
                 return
             if self._pid != os.getpid():  # a fork: the parent's items are the parent's
                 self._items, self._markers, self._idle = [], [], True
-                self._wake = threading.Event()
+                self._wake, self._hurry = threading.Event(), threading.Event()
             self._pid = os.getpid()
             self._closing = False
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
@@ -92,10 +94,10 @@ class Batcher(Generic[T]):
     def _run(self) -> None:
         while True:
             self._wake.wait()
-            if not self._closing and not self._markers:
-                time.sleep(self._linger)  # let more items gather
+            self._hurry.wait(self._linger)  # let more items gather
             with self._lock:
                 self._wake.clear()
+                self._hurry.clear()
                 items, self._items = self._items, []
                 markers, self._markers = self._markers, []
                 self._idle = True

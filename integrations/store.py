@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -48,10 +49,13 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from integrations.batching import Batcher
 from integrations.errors import StoreUnavailable
 from integrations.events import Event, event_type_name, from_record, to_record
 from integrations.filelock import WriteLock
 from integrations.groupcommit import GroupCommitter
+
+log = logging.getLogger("deskbridge.store")
 
 
 class ItemStatus:
@@ -407,7 +411,9 @@ class FastInsert:
 
     On a SQLite file the insert keeps a connection of its own (only the group commit's
     leader uses it), out of the pool: checking a connection out and back in for every
-    commit cost more than the insert itself.
+    commit cost more than the insert itself. That connection never checkpoints the WAL
+    inside a commit (SQLite's automatic checkpoint would copy megabytes and fsync the
+    database while every other writer waits on the lock); `Checkpointer` does it beside.
     """
 
     def __init__(self, engine: Engine, statement: Any, columns: Sequence[str]) -> None:
@@ -439,6 +445,9 @@ class FastInsert:
         if self._own is None or self._own_pid != os.getpid():
             connection = self.engine.raw_connection()
             connection.detach()  # it is ours until closed
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
+            cursor.close()
             self._own, self._own_pid = connection, os.getpid()
         return self._own
 
@@ -484,6 +493,46 @@ class FastInsert:
         return list(cursor.fetchall())
 
 
+class Checkpointer:
+    """Copies a SQLite store's WAL into the database on a thread of its own.
+
+    After inserts (see `FastInsert`), at most once a `every` seconds, a PASSIVE checkpoint
+    runs on a pooled connection: it takes no write lock, so the web tier goes on inserting
+    while the copy and its fsync happen. A WAL that still holds more than `restart_pages`
+    afterwards (writes never paused long enough for it to be copied whole) gets a RESTART
+    checkpoint, which waits for the writers of the moment, so the file cannot grow forever.
+    """
+
+    def __init__(self, engine: Engine, every: float = 1.0, restart_pages: int = 16384) -> None:
+        self.engine = engine
+        self.restart_pages = restart_pages
+        self._batcher: Batcher[None] = Batcher(self._checkpoint, linger=every,
+                                               name="deskbridge-checkpoint")
+
+    def written(self) -> None:
+        """Say the WAL has grown; a checkpoint follows within `every` seconds."""
+        self._batcher.put(None)
+
+    def flush(self) -> bool:
+        return self._batcher.flush()
+
+    def close(self) -> None:
+        self._batcher.close()
+
+    def _checkpoint(self, _writes: list[None]) -> None:
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            _busy, wal_pages, _copied = cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if wal_pages > self.restart_pages:
+                cursor.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+            cursor.close()
+        except sqlite3.Error as err:  # the next write tries again; SQLite's own state is safe
+            log.warning("WAL checkpoint failed", extra={"error": f"{type(err).__name__}: {err}"})
+        finally:
+            connection.close()
+
+
 # ---------------------------------------------------------------- the store
 
 
@@ -504,6 +553,7 @@ class Store:
         ), ITEM_COLUMNS)
         self._inserts: GroupCommitter[list[dict[str, Any]], list[Any]] = GroupCommitter(
             self._insert_batch)
+        self._checkpointer = Checkpointer(self.engine) if self._fast_insert.dedicated else None
 
     @property
     def dialect(self) -> str:
@@ -543,6 +593,8 @@ class Store:
             raise StoreUnavailable(f"store not ready: {type(err).__name__}: {err.args[0]}") from err
 
     def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self._fast_insert.close()
         self.engine.dispose()
 
@@ -573,7 +625,10 @@ class Store:
         """
         try:
             with self._serialised():
-                return self._fast_insert.run(batches)
+                inserted = self._fast_insert.run(batches)
+            if self._checkpointer is not None:
+                self._checkpointer.written()
+            return inserted
         except DBAPIError as err:
             raise StoreUnavailable(f"store unavailable: {err.orig}") from err
         except (sqlite3.Error, psycopg.Error) as err:

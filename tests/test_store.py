@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -12,7 +13,14 @@ import sqlalchemy as sa
 from integrations import migrate
 from integrations.errors import StoreUnavailable
 from integrations.events import to_record
-from integrations.store import DeliveryStatus, IdentityRecord, ItemStatus, LinkRecord, Store
+from integrations.store import (
+    Checkpointer,
+    DeliveryStatus,
+    IdentityRecord,
+    ItemStatus,
+    LinkRecord,
+    Store,
+)
 from tests.factories import agent_reply, message
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
@@ -67,6 +75,48 @@ def test_a_broken_insert_connection_is_replaced(store: Store) -> None:
         store.add_items([message("2")], NOW)
     assert len(store.add_items([message("2")], NOW).new_ids) == 1
     assert {i.provider_id for i in store.list_items()} == {"1", "2"}
+
+
+def wal_frames(store: Store) -> int:
+    """Frames in the WAL after a PASSIVE checkpoint (which copies them, so all are copied)."""
+    connection = store.engine.raw_connection()
+    try:
+        _busy, frames, copied = connection.cursor().execute(
+            "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert copied == frames
+        return int(frames)
+    finally:
+        connection.close()
+
+
+def test_the_wal_is_checkpointed_beside_the_inserts_not_inside_them(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path}/store.db")
+    migrate.upgrade(store.engine)
+    store._checkpointer = Checkpointer(store.engine, every=60)  # only when flushed, here
+    database = tmp_path / "store.db"
+    store.add_items([message("0")], NOW)
+    assert store._checkpointer.flush()
+    size = database.stat().st_size
+    for n in range(1, 60):  # ~300 WAL pages: no commit copies them into the database
+        store.add_items([message(str(n))], NOW)
+    assert database.stat().st_size == size
+    assert store._checkpointer.flush()
+    assert database.stat().st_size > size  # the checkpointer did
+    assert len(store.list_items(limit=100)) == 60
+    store.dispose()
+
+
+def test_a_wal_that_never_empties_is_restarted(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path}/store.db")
+    migrate.upgrade(store.engine)
+    store._checkpointer = Checkpointer(store.engine, every=60, restart_pages=0)
+    for n in range(30):
+        store.add_items([message(str(n))], NOW)
+    assert wal_frames(store) > 100
+    assert store._checkpointer.flush()  # PASSIVE, then RESTART: the next write starts afresh
+    store.add_items([message("30")], NOW)
+    assert wal_frames(store) < 20
+    store.dispose()
 
 
 def test_item_round_trips_its_event(store: Store) -> None:
