@@ -91,6 +91,44 @@ def test_new_sender_opens_a_ticket_and_the_agent_answer_goes_back_once(world: Wo
     assert calls(world.zd) - before_thread <= 1  # a thread reply: only the comment
 
 
+def test_a_customer_zendesk_knows_by_twitter_handle_gets_their_own_ticket(world: World) -> None:
+    # Made by Zendesk's own X channel, say: a twitter identity, no deskbridge external_id.
+    known = world.zd.add_user("Jan de Vries", twitter="jandevries")
+    ticket = world.zd.add_ticket(requester_id=known["id"], body="Factuur klopt niet")
+    world.tweet(f"@brand ticket #{ticket['id']}: nog steeds fout", author="6161",
+                handle="JanDeVries")
+    world.settle()
+    latest = world.comments(ticket["id"])[-1]
+    assert latest["public"] is True and "nog steeds fout" in latest["body"]
+    assert latest["author_id"] == known["id"]  # on their own ticket, as themselves
+
+    world.tweet("@brand en nog iets anders", author="6161", handle="jandevries")
+    world.settle()  # no number this time: the known customer's open ticket
+    assert "nog iets anders" in world.comments(ticket["id"])[-1]["body"]
+    assert len(world.zd.tickets) == 1
+    assert not [u for u in world.zd.users if u.get("external_id") == "x:6161"]
+
+
+def test_a_new_ticket_for_a_customer_zendesk_knows_by_handle_is_theirs(world: World) -> None:
+    known = world.zd.add_user("Fatima El Amrani", twitter="fatima_ea")
+    world.tweet("@brand mijn bestelling is niet aangekomen", author="6262", handle="fatima_ea")
+    world.settle()
+    (ticket,) = [t for t in world.zd.tickets if "deskbridge" in t["tags"]]
+    assert ticket["requester_id"] == known["id"]  # not a second user with the same handle
+    assert [u["id"] for u in world.zd.users if u["name"] == "Fatima El Amrani"] == [known["id"]]
+
+
+def test_a_handle_that_changed_hands_is_not_its_old_owner(world: World) -> None:
+    # deskbridge knows @oudehandle's former owner as X user 8080; 9090 now has the handle.
+    former = world.zd.add_user("Vorige eigenaar", twitter="oudehandle", external_id="x:8080")
+    ticket = world.zd.add_ticket(requester_id=former["id"], body="Oude klacht")
+    world.tweet(f"@brand ticket {ticket['id']} graag status", author="9090", handle="oudehandle")
+    world.settle()
+    (note,) = world.comments(ticket["id"])[1:]
+    assert note["public"] is False  # a claim for an agent to confirm, not the requester's word
+    assert not [p for p in world.x.posted() if p["kind"] == "dm"]
+
+
 def test_closed_ticket_gets_a_follow_up(world: World) -> None:
     ticket = world.zd.add_ticket(requester_id=requester(world), body="Oud probleem")
     world.zd.close_ticket(ticket["id"])

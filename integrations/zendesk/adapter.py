@@ -6,7 +6,8 @@
   so that one call goes through the same requests session with plain requests.
   https://developer.zendesk.com/api-reference/ticketing/introduction/#idempotency
 - A customer's new requester is created (or updated) by `external_id` `x:<X user id>` with a
-  `twitter` identity, so a retry finds the same user.
+  `twitter` identity, so a retry finds the same user. A sender is found by that external_id,
+  else by a `twitter` identity (the handle), read fresh.
 - Rate limits never block a thread: on a 429 the session raises `RateLimited` with Zendesk's
   `Retry-After` before zenpy could sleep, and the adapter paces itself to the plan's
   requests-per-minute (per process) by deferring instead of waiting.
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import requests
 from zenpy import Zenpy
@@ -44,6 +46,9 @@ from integrations.zendesk.settings import ZendeskSettings
 T = TypeVar("T")
 PROVIDER = "zendesk"
 CLOSED = "closed"
+# Free-text user search also matches names and emails: at most this many candidates' identities
+# are read when looking for the owner of a handle.
+MAX_HANDLE_CANDIDATES = 5
 
 
 class Pacer:
@@ -116,10 +121,34 @@ class ZendeskHelpdesk:
         return _ticket_from(ticket, (social,) if social else ())
 
     def find_user(self, author: SocialUser) -> HelpdeskUser | None:
-        """The user deskbridge created for this X user (external_id), or None."""
+        """The sender as a Zendesk user, or None.
+
+        First by the external_id deskbridge gives X users (`x:<X user id>`: it never changes).
+        Else by a `twitter` identity whose value is the sender's handle, as Zendesk's own X
+        channel leaves them: search finds the candidates, and each candidate's identities are
+        read fresh, because search lags and a handle can change hands. A candidate deskbridge
+        knows as another X account (its external_id) is not the sender, whatever its handle.
+        """
         users = self._call(lambda: list(self.client.users(external_id=_external_id(author))))
-        user = users[0] if users else None
-        return HelpdeskUser(str(user.id), user.name or "") if user else None
+        if users:
+            return HelpdeskUser(str(users[0].id), users[0].name or "")
+        return self._find_by_twitter_identity(author) if author.handle else None
+
+    def _find_by_twitter_identity(self, author: SocialUser) -> HelpdeskUser | None:
+        handle = author.handle.lstrip("@").lower()
+        found = self._get("/api/v2/users/search.json?" + urlencode({"query": handle}))
+        candidates = [u for u in found.get("users") or []
+                      if _social_id(u.get("external_id")) in (None, author.user_id)]
+        owners = []
+        for user in candidates[:MAX_HANDLE_CANDIDATES]:
+            identities = self._get(f"/api/v2/users/{user['id']}/identities.json")
+            if any(i.get("type") == "twitter"
+                   and str(i.get("value") or "").lstrip("@").lower() == handle
+                   for i in identities.get("identities") or []):
+                owners.append(user)
+        if len(owners) != 1:  # none, or (Zendesk allows no such thing) several: do not guess
+            return None
+        return HelpdeskUser(str(owners[0]["id"]), owners[0].get("name") or "")
 
     def open_tickets(self, user_id: str) -> list[Ticket]:
         """The user's requested tickets that are not closed."""

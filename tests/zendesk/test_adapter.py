@@ -7,6 +7,7 @@ fields deskbridge reads.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from datetime import UTC, datetime
@@ -168,3 +169,33 @@ def test_new_ticket_carries_group_brand_and_priority(zd: ZendeskHelpdesk) -> Non
     assert (ticket["group_id"], ticket["brand_id"], ticket["priority"]) == (
         360001, 360002, "urgent")
     assert len(responses.calls) == 1  # the requester was known: no user call
+
+
+@responses.activate
+def test_a_sender_is_found_by_a_twitter_identity_read_fresh(zd: ZendeskHelpdesk) -> None:
+    responses.get(f"{API}/users/show_many.json", json={"users": [], "next_page": None,
+                                                       "previous_page": None, "count": 0})
+    responses.get(f"{API}/users/search.json", json={"users": [
+        {"id": 701, "name": "Someone else", "external_id": "x:999"},  # another X account
+        {"id": 702, "name": "jan (namesake)", "external_id": None},
+        {"id": 703, "name": "Jan de Vries", "external_id": None},
+    ], "next_page": None, "previous_page": None, "count": 3})
+    responses.get(f"{API}/users/702/identities.json", json={"identities": [
+        {"id": 1, "user_id": 702, "type": "email", "value": "jan@example.com"}]})
+    responses.get(f"{API}/users/703/identities.json", json={"identities": [
+        {"id": 2, "user_id": 703, "type": "twitter", "value": "JanDeVries"}]})
+    user = zd.find_user(dataclasses.replace(message("1", author_id="42").author,
+                                            handle="jandevries"))
+    assert user is not None and (user.id, user.name) == ("703", "Jan de Vries")
+    asked = [c.request.url for c in responses.calls]
+    assert asked[0].endswith("/users/show_many.json?external_ids=x:42")
+    assert "query=jandevries" in asked[1]
+    assert not any("/users/701/" in url for url in asked)  # known as someone else on X
+
+
+@responses.activate
+def test_no_twitter_identity_means_no_user(zd: ZendeskHelpdesk) -> None:
+    responses.get(f"{API}/users/show_many.json", json={"users": [], "count": 0})
+    responses.get(f"{API}/users/search.json", json={"users": [], "count": 0})
+    assert zd.find_user(message("1", author_id="42").author) is None
+    assert len(responses.calls) == 2
