@@ -86,11 +86,13 @@ def test_link_dry_run_explains_the_decision_and_writes_nothing(
     config = make_config(f"sqlite:///{tmp_path}/s.db", f"sqlite:///{tmp_path}/q.db")
     assert invoke("db", "upgrade", "--config", str(config))[0] == 0
     zendesk = "https://acme.zendesk.com/api/v2"
-    with responses.RequestsMock() as mock:  # Zendesk answers: no such ticket, no such user
+    with responses.RequestsMock() as mock:  # Zendesk answers: no such ticket, no such user (by id or handle)
         mock.get(f"{zendesk}/tickets/48213.json", status=404,
                  json={"error": "RecordNotFound", "description": "Not found"})
         mock.get(f"{zendesk}/users/show_many.json", json={"users": [], "count": 0,
                                                            "next_page": None})
+        mock.get(f"{zendesk}/users/search.json", json={"users": [], "count": 0,
+                                                        "next_page": None})
         code, out, _ = invoke("link", "--config", str(config), "--mapping", "acme",
                               "Mijn zaaknummer is 48213, bestelling 99999", "--dm",
                               "--from", "klant:42")
