@@ -8,6 +8,7 @@ SQLite defaults. Measured in one run, interleaved round by round:
 - p50/p99 latency at a fixed `--rate` requests/s (open loop: from each request's scheduled
   send time, so a stall is not hidden by the sender waiting for it);
 - peak RSS of each web worker (VmHWM);
+- the web workers' CPU time (user + system) per answered request, for each app;
 - the share of events deskbridge acknowledged with 200 that are in its store afterwards.
 Every request carries a distinct recorded mention (its ids rewritten), so none is a duplicate.
 """
@@ -199,6 +200,15 @@ def worker_pids(master: int) -> list[int]:
     return pids
 
 
+def cpu_seconds(master: int) -> float:
+    """User + system CPU time used so far by a gunicorn master's workers."""
+    total = 0
+    for pid in worker_pids(master):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (after the name)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -263,13 +273,21 @@ def measure(args: argparse.Namespace, db_port: int, bare_port: int, db_pid: int,
     offset = 0
     acked: list[str] = []
     db_rps, bare_rps = [], []
+    cpu = {"deskbridge": [0.0, 0], "bare": [0.0, 0]}  # server CPU seconds, requests
     for _ in range(args.rounds):  # interleaved: deskbridge, bare, deskbridge, bare, ...
         work = bodies(per_round, offset)
         offset += per_round
+        before = cpu_seconds(db_pid)
         rps, ok = throughput(db_port, work, args.seconds, args.clients)
+        cpu["deskbridge"][0] += cpu_seconds(db_pid) - before
+        cpu["deskbridge"][1] += len(ok)
         db_rps.append(rps)
         acked += ok
-        bare_rps.append(throughput(bare_port, work, args.seconds, args.clients)[0])
+        before = cpu_seconds(bare_pid)
+        rps, ok = throughput(bare_port, work, args.seconds, args.clients)
+        cpu["bare"][0] += cpu_seconds(bare_pid) - before
+        cpu["bare"][1] += len(ok)
+        bare_rps.append(rps)
     work = bodies(args.latency_requests, offset)
     db_lat, ok = latency(db_port, work, args.rate)
     acked += ok
@@ -280,6 +298,9 @@ def measure(args: argparse.Namespace, db_port: int, bare_port: int, db_pid: int,
         "ratio": round(deskbridge_rps / bare, 3), "rate": args.rate,
         "p50_ms": ms(db_lat, 50), "p99_ms": ms(db_lat, 99),
         "bare_p50_ms": ms(bare_lat, 50), "bare_p99_ms": ms(bare_lat, 99),
+        # Where the gap comes from: web-worker CPU per answered request, each app.
+        "cpu_ms_per_request": round(cpu["deskbridge"][0] / max(1, cpu["deskbridge"][1]) * 1000, 3),
+        "bare_cpu_ms_per_request": round(cpu["bare"][0] / max(1, cpu["bare"][1]) * 1000, 3),
         "peak_rss_mb": round(max(peak_rss_mb(p) for p in worker_pids(db_pid)), 1),
         "bare_peak_rss_mb": round(max(peak_rss_mb(p) for p in worker_pids(bare_pid)), 1),
         "acked": len(acked), "acked_ids": acked,

@@ -93,12 +93,14 @@ def run(config_path: str | None, host: str | None, port: int | None) -> None:
     """Web server and workers in one process, on the embedded defaults."""
     import waitress
 
+    from integrations.serving import freeze_startup_objects
     from webhook_server import create_app
 
     settings = load(config_path)
     runtime = build_runtime(settings)
     runtime.upgrade_schema()
     app = create_app(settings, runtime=runtime)
+    freeze_startup_objects()
     stop = threading.Event()
     consumer = runtime.consumer(embedded=True)
     consumer.start()
@@ -147,12 +149,15 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
 @click.option("--workers", type=int, default=None, help="Worker threads (default: queue.workers).")
 def worker(config_path: str | None, workers: int | None) -> None:
     """Process queued items; run as many of these as you like, on any machine."""
+    from integrations.serving import freeze_startup_objects
+
     settings = load(config_path)
     runtime = build_runtime(settings)
     try:
         runtime.require_current_schema()
     except DeskbridgeError as err:
         _fail(str(err))
+    freeze_startup_objects()
     run_worker(runtime, workers)
 
 

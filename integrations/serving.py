@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from flask import Flask
@@ -26,4 +27,18 @@ class GunicornApp(BaseApplication):  # type: ignore[misc]
         from integrations.cli import load
         from webhook_server import create_app
 
-        return create_app(load(self.config_path))
+        app = create_app(load(self.config_path))
+        freeze_startup_objects()
+        return app
+
+
+def freeze_startup_objects() -> None:
+    """Leave what start-up built (modules, classes, the app) out of every later GC pass.
+
+    Those ~120,000 objects live as long as the process. Without this, each full collection
+    walks them all again, stopping every request thread for tens of milliseconds (it was the
+    p99 latency of the ingest benchmark); frozen, a full collection only walks what requests
+    made since. https://docs.python.org/3/library/gc.html#gc.freeze
+    """
+    gc.collect()
+    gc.freeze()
