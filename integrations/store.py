@@ -906,7 +906,8 @@ class Store:
     def confirm_identity(self, helpdesk: str, ticket_id: str, now: datetime) -> list[IdentityRecord]:
         """An agent confirmed the pending claims on a ticket: those senders are its requester.
 
-        Returns the identities now verified.
+        Their messages already on the ticket become verified too, so the agent's answer can go
+        to them. Returns the identities now verified.
         """
         stmt = select(Identity).filter_by(helpdesk=helpdesk, ticket_id=ticket_id,
                                           status="pending")
@@ -914,6 +915,9 @@ class Store:
             rows = list(s.scalars(stmt))
             for row in rows:
                 row.status, row.updated_at = "verified", now
+                s.execute(update(Link).filter_by(
+                    helpdesk=helpdesk, ticket_id=ticket_id, channel=row.channel,
+                    author_id=row.social_user_id).values(verified=True))
             return [_snapshot(r, IdentityRecord) for r in rows]
 
     def identities_for(self, channel: str, social_user_id: str) -> list[IdentityRecord]:

@@ -65,6 +65,26 @@ def test_stranger_gets_an_unverified_note_until_an_agent_confirms(world: World) 
     assert latest["public"] is True and "en?" in latest["body"]
 
 
+def test_an_agent_can_confirm_and_answer_a_claim_in_one_update(world: World) -> None:
+    owner = requester(world, "1212", "eigenaar2")
+    ticket = world.zd.add_ticket(requester_id=owner, body="Storing", tags=["deskbridge"])
+    post = world.tweet(f"@brand dossier {ticket['id']}: ik ben het, nieuw account",
+                       author="7878", handle="tweede_account")
+    world.settle()
+    assert world.comments(ticket["id"])[-1]["public"] is False and world.x.posted() == []
+    # A macro: the tag that confirms the claim and the public answer, in one update; its two
+    # webhooks (comment, tagged) may reach deskbridge in either order.
+    world.zd.agent_comment(ticket["id"], "Dank! De monteur komt morgen.", public=True,
+                           tags=["deskbridge", "deskbridge_verified"])
+    world.zd.wait_for_deliveries(2)
+    world.settle()
+    (reply,) = [p for p in world.x.posted() if p["kind"] == "tweet"]
+    assert reply["in_reply_to_tweet_id"] == post and reply["text"] == "Dank! De monteur komt morgen."
+    (claim,) = world.runtime.store.identities_for("x", "7878")
+    assert claim.status == "verified"
+    assert world.runtime.store.dead_letters() == []
+
+
 def test_new_sender_opens_a_ticket_and_the_agent_answer_goes_back_once(world: World) -> None:
     before = calls(world.zd)
     post = world.tweet("@brand mijn internet ligt eruit", author="5555", handle="nieuw")

@@ -1783,17 +1783,19 @@ class ZendeskEmulator:
             return self._render_ticket(ticket)
 
     def agent_comment(self, ticket_id: int, body: str, public: bool = True,
-                      author_id: int | None = None) -> dict[str, Any]:
+                      author_id: int | None = None,
+                      tags: Iterable[str] | None = None) -> dict[str, Any]:
         """The agent (or `author_id`) comments on a ticket, as in Zendesk's agent workspace.
 
-        Triggers run, so a matching trigger's webhook fires. Returns the new comment.
+        `tags` replaces the ticket's tags in the same update, as a macro does. Triggers run,
+        so a matching trigger's webhook fires. Returns the new comment.
 
         Raises:
             ZendeskApiError: 404 for an unknown ticket, 422 for a closed one.
         """
         author = author_id or self.agent_id
         return self._comment_as(ticket_id, {"body": body, "public": public,
-                                            "author_id": author}, author)
+                                            "author_id": author}, author, tags)
 
     def requester_comment(self, ticket_id: int, body: str) -> dict[str, Any]:
         """The ticket's requester replies (public); a pending or solved ticket reopens.
@@ -1805,11 +1807,14 @@ class ZendeskEmulator:
             requester = self._ticket(ticket_id).requester_id
         return self._comment_as(ticket_id, {"body": body, "public": True}, requester)
 
-    def _comment_as(self, ticket_id: int, comment: dict[str, Any], user_id: int
-                    ) -> dict[str, Any]:
+    def _comment_as(self, ticket_id: int, comment: dict[str, Any], user_id: int,
+                    tags: Iterable[str] | None = None) -> dict[str, Any]:
         with self._lock:
             ticket = self._ticket(ticket_id)
-            self._change_ticket(ticket, {"comment": comment}, user_id)
+            change: dict[str, Any] = {"comment": comment}
+            if tags is not None:
+                change["tags"] = list(tags)
+            self._change_ticket(ticket, change, user_id)
             return self._render_comment(self._comments[ticket.comment_ids[-1]])
 
     def set_tags(self, ticket_id: int, tags: Iterable[str]) -> dict[str, Any]:
@@ -2178,7 +2183,7 @@ def _register_controls(app: Flask, emulator: ZendeskEmulator) -> None:
         b = control_body()
         comment = emulator.agent_comment(ticket_id, str(b.get("body", "")),
                                          public=bool(b.get("public", True)),
-                                         author_id=b.get("author_id"))
+                                         author_id=b.get("author_id"), tags=b.get("tags"))
         return _response(ApiResult(201, {"comment": comment}))
 
     @app.post("/_emulator/tickets/<int:ticket_id>/requester_comment")

@@ -20,8 +20,10 @@ from integrations.events import AgentReply
 from integrations.zendesk.settings import ZendeskSettings
 from integrations.zendesk.webhooks import (
     INVOCATION_HEADER,
+    VERIFIED_TAG,
     ConfirmClaim,
     ZendeskEvent,
+    parse_tags,
     parse_webhook,
     verify_signature,
 )
@@ -74,16 +76,26 @@ def _deliver(runtime: Runtime, name: str, settings: ZendeskSettings) -> tuple[Re
     return _act(runtime, event, now)
 
 
+def _confirm(runtime: Runtime, event: ConfirmClaim, now: datetime) -> int:
+    confirmed = runtime.store.confirm_identity(event.helpdesk, event.ticket_id, now)
+    if confirmed:
+        log.info("identity claims confirmed", extra={
+            "helpdesk": event.helpdesk, "ticket_id": event.ticket_id, "count": len(confirmed)})
+    return len(confirmed)
+
+
 def _act(runtime: Runtime, event: ZendeskEvent, now: datetime) -> tuple[Response, int]:
     if isinstance(event, AgentReply):
+        if VERIFIED_TAG in parse_tags(event.raw.get("tags")):
+            # A macro may tag and answer in one update; its two webhooks arrive in any order.
+            # The answer then must not wait for (or race) the other: the tag is on the ticket,
+            # so the claim is confirmed here, before the answer is stored.
+            _confirm(runtime, ConfirmClaim(event.helpdesk, event.ticket_id), now)
         # Internal notes are stored too: the worker's handler is the one place that decides
         # what is sent to a customer, and its outcome shows on the dashboard.
         result = runtime.pipeline.accept([event])
         return jsonify(accepted=len(result.new_ids), duplicates=result.is_new.count(False)), 200
     if isinstance(event, ConfirmClaim):
-        confirmed = runtime.store.confirm_identity(event.helpdesk, event.ticket_id, now)
-        log.info("identity claims confirmed", extra={
-            "helpdesk": event.helpdesk, "ticket_id": event.ticket_id, "count": len(confirmed)})
-        return jsonify(confirmed=len(confirmed)), 200
+        return jsonify(confirmed=_confirm(runtime, event, now)), 200
     log.info("Zendesk delivery ignored", extra={"reason": event.reason})
     return jsonify(accepted=0, duplicates=0, ignored=event.reason), 200

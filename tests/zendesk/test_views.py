@@ -165,6 +165,19 @@ def test_the_verified_tag_confirms_the_pending_claim(client: FlaskClient, runtim
     assert again.get_json() == {"confirmed": 0}
 
 
+def test_an_answer_that_carries_the_verified_tag_confirms_the_claim_first(
+    client: FlaskClient, runtime: Runtime,
+) -> None:
+    # A macro tags and answers in one update; the "tagged" webhook may come later, or never.
+    runtime.store.save_identity(IdentityRecord(
+        channel="x", social_user_id="42", handle="user42", helpdesk="acme",
+        helpdesk_user_id="20978392", status="pending", ticket_id="35436"), NOW)
+    body = payload("handwritten_comment_with_verified_tag.json")
+    response = client.post(URL, data=body, headers=signed(body))
+    assert response.get_json() == {"accepted": 1, "duplicates": 0}
+    assert [i.status for i in runtime.store.identities_for("x", "42")] == ["verified"]
+
+
 def test_a_tag_on_another_helpdesks_ticket_confirms_nothing_here(tmp_path: Path) -> None:
     rt = runtime_for(settings_for(tmp_path, OTHER_ZENDESK))
     rt.store.save_identity(IdentityRecord(
