@@ -9,12 +9,14 @@
   `twitter` identity, so a retry finds the same user. A sender is found by that external_id,
   else by a `twitter` identity (the handle), read fresh.
 - Rate limits never block a thread: on a 429 the session raises `RateLimited` with Zendesk's
-  `Retry-After` before zenpy could sleep, and the adapter paces itself to the plan's
-  requests-per-minute (per process) by deferring instead of waiting.
+  `Retry-After` before zenpy could sleep, and the adapter paces itself by deferring instead
+  of waiting: to the plan's requests-per-minute in this process, and to what Zendesk's
+  headers say is left of the account's minute across all processes and apps (`Pacer`).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -49,10 +51,23 @@ CLOSED = "closed"
 # Free-text user search also matches names and emails: at most this many candidates' identities
 # are read when looking for the owner of a handle.
 MAX_HANDLE_CANDIDATES = 5
+# The share of the account's requests per minute left to agents' apps and other integrations:
+# deskbridge pauses when Zendesk says no more than this is left.
+RESERVE_SHARE = 0.05
 
 
 class Pacer:
-    """A token bucket for the plan's requests per minute; defers instead of waiting."""
+    """Paces calls to the account's budget; defers (raises) instead of waiting.
+
+    Two limits, both per Zendesk account:
+    - a token bucket at the configured `requests_per_minute`, which spreads this process's
+      calls over the minute;
+    - what Zendesk itself says is left (`observe`, fed from every answer's
+      `X-Rate-Limit-Remaining`): the budget is the account's, shared with every deskbridge
+      process and every other app on it, so when the remainder falls to a reserve kept for
+      the others, calls wait for the minute's reset (`ratelimit-reset`) instead of spending it.
+    https://developer.zendesk.com/documentation/api-basics/best-practices/best-practices-for-avoiding-rate-limiting
+    """
 
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.capacity = float(per_minute)
@@ -60,18 +75,52 @@ class Pacer:
         self.tokens = self.capacity
         self.clock = clock
         self.updated = clock()
+        self.paused_until = -math.inf
         self._lock = threading.Lock()
 
     def take(self) -> None:
         """Spend one request; raises RateLimited with the wait when the budget is spent."""
         with self._lock:
             now = self.clock()
+            if now < self.paused_until:
+                raise RateLimited(PROVIDER, retry_after=self.paused_until - now,
+                                  message="the account's requests for this minute are "
+                                          "nearly spent (Zendesk's count, all clients)")
             self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
             self.updated = now
             if self.tokens < 1:
                 raise RateLimited(PROVIDER, retry_after=(1 - self.tokens) / self.rate,
                                   message="the plan's requests-per-minute budget is spent")
             self.tokens -= 1
+
+    def observe(self, limit: int, remaining: int, reset_seconds: float | None) -> None:
+        """Zendesk's own count for the account: pause when only the reserve is left."""
+        if remaining > max(1, int(limit * RESERVE_SHARE)):
+            return
+        # Without a reset time, wait as long as the reserve takes to come back at the limit's
+        # pace (the window's reset is at most a minute away).
+        wait = reset_seconds if reset_seconds is not None else \
+            min(60.0, 60.0 / max(limit, 1) * (max(1, int(limit * RESERVE_SHARE)) + 1 - remaining))
+        with self._lock:
+            self.paused_until = max(self.paused_until, self.clock() + max(wait, 1.0))
+
+    def observe_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        """A requests response hook: read the account's rate-limit headers, if any."""
+        headers = response.headers
+        limit = _int_header(headers.get("X-Rate-Limit") or headers.get("ratelimit-limit"))
+        remaining = _int_header(headers.get("X-Rate-Limit-Remaining")
+                                or headers.get("ratelimit-remaining"))
+        if limit is None or remaining is None:
+            return
+        reset = _int_header(headers.get("ratelimit-reset"))
+        self.observe(limit, remaining, float(reset) if reset is not None else None)
+
+
+def _int_header(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _raise_on_429(response: requests.Response, *args: Any, **kwargs: Any) -> None:
@@ -92,6 +141,7 @@ class ZendeskHelpdesk:
         if settings.base_url:  # an emulator on loopback, in tests and the demo
             rebase_session(self.session, settings.base_url, prefix=self.base)
         self.pacer = Pacer(settings.requests_per_minute)
+        self.session.hooks["response"].append(self.pacer.observe_response)
         self.session.hooks["response"].append(_raise_on_429)
         self.timeout = timeout
         # zenpy puts the credentials on our session (the plain requests below use them too).

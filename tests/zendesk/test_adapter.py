@@ -199,3 +199,54 @@ def test_no_twitter_identity_means_no_user(zd: ZendeskHelpdesk) -> None:
     responses.get(f"{API}/users/search.json", json={"users": [], "count": 0})
     assert zd.find_user(message("1", author_id="42").author) is None
     assert len(responses.calls) == 2
+
+
+def test_pacer_pauses_when_zendesk_says_the_accounts_minute_is_nearly_spent() -> None:
+    now = [0.0]
+    pacer = Pacer(700, clock=lambda: now[0])
+    pacer.observe(limit=700, remaining=200, reset_seconds=41)  # plenty left: go on
+    pacer.take()
+    pacer.observe(limit=700, remaining=30, reset_seconds=41)  # within the 5 % reserve
+    with pytest.raises(RateLimited) as caught:
+        pacer.take()
+    assert caught.value.retry_after == pytest.approx(41)
+    now[0] += 41
+    pacer.take()
+
+
+@responses.activate
+def test_the_accounts_rate_limit_headers_pause_the_next_call(zd: ZendeskHelpdesk) -> None:
+    # Header names and values as in Zendesk's "Best practices for avoiding rate limiting".
+    responses.get(f"{API}/tickets/1.json", json=ticket_json(1), headers={
+        "x-rate-limit": "700", "ratelimit-limit": "700", "x-rate-limit-remaining": "12",
+        "ratelimit-remaining": "12", "ratelimit-reset": "41"})
+    assert zd.get_ticket("1") is not None
+    with pytest.raises(RateLimited) as caught:
+        zd.get_ticket("1")
+    assert 40 <= caught.value.retry_after <= 41
+    assert len(responses.calls) == 1  # the second call never left
+
+
+def test_two_processes_share_the_accounts_budget_through_zendesks_count() -> None:
+    from integrations.zendesk.emulator import ZendeskEmulator
+    from integrations.zendesk.emulator import create_app as zendesk_app
+    from tests.twitter.conftest import served
+
+    # The emulator's minute stands still, so the test cannot straddle a window's reset.
+    emulator = ZendeskEmulator(requests_per_minute=40, clock=lambda: 1_795_860_000.0)
+    ticket = emulator.add_ticket(requester_id=emulator.add_user("Klant")["id"], body="Hallo")
+    with served(zendesk_app(emulator)) as url:
+        settings = ZendeskSettings.model_validate({
+            "type": "zendesk", "subdomain": "acme", "email": emulator.credentials.email,
+            "token": emulator.credentials.token, "requests_per_minute": 40, "base_url": url})
+        first, second = ZendeskHelpdesk("hd", settings), ZendeskHelpdesk("hd", settings)
+        answered = 0
+        with pytest.raises(RateLimited):  # the first process spends the account's minute...
+            for _ in range(40):
+                first.get_ticket(str(ticket["id"]))
+                answered += 1
+        assert answered == 38  # ...down to the reserve of 2 it leaves to everyone else
+        second.get_ticket(str(ticket["id"]))  # a second process learns it from one answer
+        with pytest.raises(RateLimited):
+            second.get_ticket(str(ticket["id"]))
+    assert emulator.calls == {"GET /api/v2/tickets/{ticket_id}": 39}  # and Zendesk never said 429
