@@ -113,16 +113,21 @@ def test_rate_limit_raises_with_retry_after_and_never_sleeps(zd: ZendeskHelpdesk
     assert len(responses.calls) == 1  # zenpy did not wait and try again
 
 
+def defers_then_resumes(pacer: Pacer, now: list[float], wait: float) -> None:
+    """The next call is deferred by `wait` seconds (never slept through); then it goes."""
+    with pytest.raises(RateLimited) as caught:
+        pacer.take()
+    assert caught.value.retry_after == pytest.approx(wait)
+    now[0] += wait
+    pacer.take()
+
+
 def test_pacer_defers_instead_of_waiting() -> None:
     now = [0.0]
     pacer = Pacer(120, clock=lambda: now[0])  # 2 a second
     for _ in range(120):
         pacer.take()
-    with pytest.raises(RateLimited) as caught:
-        pacer.take()
-    assert caught.value.retry_after == pytest.approx(0.5)
-    now[0] += 0.5
-    pacer.take()
+    defers_then_resumes(pacer, now, 0.5)
 
 
 @responses.activate
@@ -207,11 +212,7 @@ def test_pacer_pauses_when_zendesk_says_the_accounts_minute_is_nearly_spent() ->
     pacer.observe(limit=700, remaining=200, reset_seconds=41)  # plenty left: go on
     pacer.take()
     pacer.observe(limit=700, remaining=30, reset_seconds=41)  # within the 5 % reserve
-    with pytest.raises(RateLimited) as caught:
-        pacer.take()
-    assert caught.value.retry_after == pytest.approx(41)
-    now[0] += 41
-    pacer.take()
+    defers_then_resumes(pacer, now, 41)
 
 
 @responses.activate
