@@ -272,3 +272,15 @@ def start_worker(config: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "integrations", "worker", "--config",
                              str(config)], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_a_handle_taken_by_a_user_search_cannot_find_still_gets_a_ticket(world: World) -> None:
+    # Zendesk's search may lag behind (or not index) the identity: the handle is taken by a
+    # user deskbridge cannot find, and Zendesk refuses it as a duplicate on a new user.
+    owner = world.zd.add_user("Oude eigenaar", twitter="bezet", external_id="x:3030")
+    world.tweet("@brand de app crasht steeds", author="4040", handle="bezet")
+    world.settle()
+    (ticket,) = [t for t in world.zd.tickets if "deskbridge" in t["tags"]]
+    (user,) = [u for u in world.zd.users if u.get("external_id") == "x:4040"]
+    assert ticket["requester_id"] == user["id"] != owner["id"]
+    assert world.runtime.store.dead_letters() == []

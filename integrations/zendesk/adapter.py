@@ -300,11 +300,21 @@ class ZendeskHelpdesk:
     # ------------------------------------------------------------ helpers
 
     def _ensure_requester(self, author: SocialUser) -> str:
-        user = {"name": author.display_name or f"@{author.handle}",
-                "external_id": _external_id(author), "role": "end-user",
-                "identities": [{"type": "twitter", "value": author.handle}] if author.handle
-                else []}
-        body = self._post("/api/v2/users/create_or_update.json", {"user": user})
+        user: dict[str, Any] = {
+            "name": author.display_name or f"@{author.handle}",
+            "external_id": _external_id(author), "role": "end-user",
+            "identities": [{"type": "twitter", "value": author.handle}] if author.handle
+            else []}
+        try:
+            body = self._post("/api/v2/users/create_or_update.json", {"user": user})
+        except ProviderError as err:
+            if err.status != 422 or not user["identities"]:
+                raise
+            # The handle is another user's `twitter` identity (one `find_user` did not find:
+            # search had not indexed it, or deskbridge knows its owner as another X account).
+            # The ticket matters more than the identity: the requester is made without it.
+            user["identities"] = []
+            body = self._post("/api/v2/users/create_or_update.json", {"user": user})
         return str(body["user"]["id"])
 
     def _get(self, path: str) -> dict[str, Any]:
