@@ -273,21 +273,23 @@ def measure(args: argparse.Namespace, db_port: int, bare_port: int, db_pid: int,
     offset = 0
     acked: list[str] = []
     db_rps, bare_rps = [], []
-    cpu = {"deskbridge": [0.0, 0], "bare": [0.0, 0]}  # server CPU seconds, requests
+    cpu = {db_pid: [0.0, 0], bare_pid: [0.0, 0]}  # per server: CPU seconds, requests answered
+
+    def round_on(port: int, pid: int, work: list[tuple[str, bytes, str]]
+                 ) -> tuple[float, list[str]]:
+        before = cpu_seconds(pid)
+        rps, ok = throughput(port, work, args.seconds, args.clients)
+        cpu[pid][0] += cpu_seconds(pid) - before
+        cpu[pid][1] += len(ok)
+        return rps, ok
+
     for _ in range(args.rounds):  # interleaved: deskbridge, bare, deskbridge, bare, ...
         work = bodies(per_round, offset)
         offset += per_round
-        before = cpu_seconds(db_pid)
-        rps, ok = throughput(db_port, work, args.seconds, args.clients)
-        cpu["deskbridge"][0] += cpu_seconds(db_pid) - before
-        cpu["deskbridge"][1] += len(ok)
+        rps, ok = round_on(db_port, db_pid, work)
         db_rps.append(rps)
         acked += ok
-        before = cpu_seconds(bare_pid)
-        rps, ok = throughput(bare_port, work, args.seconds, args.clients)
-        cpu["bare"][0] += cpu_seconds(bare_pid) - before
-        cpu["bare"][1] += len(ok)
-        bare_rps.append(rps)
+        bare_rps.append(round_on(bare_port, bare_pid, work)[0])
     work = bodies(args.latency_requests, offset)
     db_lat, ok = latency(db_port, work, args.rate)
     acked += ok
@@ -299,8 +301,8 @@ def measure(args: argparse.Namespace, db_port: int, bare_port: int, db_pid: int,
         "p50_ms": ms(db_lat, 50), "p99_ms": ms(db_lat, 99),
         "bare_p50_ms": ms(bare_lat, 50), "bare_p99_ms": ms(bare_lat, 99),
         # Where the gap comes from: web-worker CPU per answered request, each app.
-        "cpu_ms_per_request": round(cpu["deskbridge"][0] / max(1, cpu["deskbridge"][1]) * 1000, 3),
-        "bare_cpu_ms_per_request": round(cpu["bare"][0] / max(1, cpu["bare"][1]) * 1000, 3),
+        "cpu_ms_per_request": round(cpu[db_pid][0] / max(1, cpu[db_pid][1]) * 1000, 3),
+        "bare_cpu_ms_per_request": round(cpu[bare_pid][0] / max(1, cpu[bare_pid][1]) * 1000, 3),
         "peak_rss_mb": round(max(peak_rss_mb(p) for p in worker_pids(db_pid)), 1),
         "bare_peak_rss_mb": round(max(peak_rss_mb(p) for p in worker_pids(bare_pid)), 1),
         "acked": len(acked), "acked_ids": acked,

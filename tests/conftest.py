@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,16 @@ class FakeClock:
 
     def advance(self, seconds: float) -> datetime:
         self.now += timedelta(seconds=seconds)
+        return self.now
+
+
+@dataclass
+class EpochClock:
+    """A clock in epoch seconds (as the emulators keep time) that only moves when told to."""
+
+    now: float
+
+    def __call__(self) -> float:
         return self.now
 
 

@@ -31,26 +31,20 @@ from integrations.twitter.emulator import (
     create_app,
     sign_webhook_body,
 )
+from tests.conftest import EpochClock
 from tests.twitter.conftest import served
 
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
 
-@dataclass
-class FakeClock:
-    now: float = START
 
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> EpochClock:
+    return EpochClock(START)
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def emulator(clock: FakeClock) -> XEmulator:
+def emulator(clock: EpochClock) -> XEmulator:
     return XEmulator(clock=clock, rate_limits={"GET /2/dm_events": 2})
 
 
@@ -99,7 +93,7 @@ def x_hmac(secret: str, message: bytes) -> str:
         hmac.new(secret.encode(), message, hashlib.sha256).digest()).decode()
 
 
-def add_mentions(emulator: XEmulator, clock: FakeClock, count: int) -> list[str]:
+def add_mentions(emulator: XEmulator, clock: EpochClock, count: int) -> list[str]:
     ids = []
     for n in range(count):
         clock.now += 1
@@ -112,7 +106,7 @@ def add_mentions(emulator: XEmulator, clock: FakeClock, count: int) -> list[str]
 # -- mentions --------------------------------------------------------------------------------
 
 def test_mentions_page_newest_first_and_follow_next_token(
-        emulator: XEmulator, clock: FakeClock, client: tweepy.Client) -> None:
+        emulator: XEmulator, clock: EpochClock, client: tweepy.Client) -> None:
     ids = add_mentions(emulator, clock, 7)
 
     first = client.get_users_mentions(emulator.account.id, max_results=5)
@@ -126,7 +120,7 @@ def test_mentions_page_newest_first_and_follow_next_token(
 
 
 def test_since_id_returns_only_newer_mentions(
-        emulator: XEmulator, clock: FakeClock, client: tweepy.Client) -> None:
+        emulator: XEmulator, clock: EpochClock, client: tweepy.Client) -> None:
     ids = add_mentions(emulator, clock, 4)
 
     newer = client.get_users_mentions(emulator.account.id, since_id=ids[1])
@@ -135,7 +129,7 @@ def test_since_id_returns_only_newer_mentions(
 
 
 def test_ids_are_19_digit_snowflakes_increasing_with_time(
-        emulator: XEmulator, clock: FakeClock) -> None:
+        emulator: XEmulator, clock: EpochClock) -> None:
     ids = add_mentions(emulator, clock, 3)
     assert all(len(i) == 19 and i.isdigit() for i in ids)
     assert int(ids[0]) < int(ids[1]) < int(ids[2])
@@ -147,7 +141,7 @@ def test_no_mentions_is_only_a_zero_count(emulator: XEmulator, client: tweepy.Cl
 
 
 def test_default_fields_are_id_text_and_edit_history(
-        emulator: XEmulator, clock: FakeClock, client: tweepy.Client) -> None:
+        emulator: XEmulator, clock: EpochClock, client: tweepy.Client) -> None:
     add_mentions(emulator, clock, 1)
     mention = client.get_users_mentions(emulator.account.id).data[0]
     assert set(mention.data) == {"id", "text", "edit_history_tweet_ids"}
@@ -212,7 +206,7 @@ def test_own_posts_timeline_shows_the_reply(emulator: XEmulator,
 
 
 def test_dm_events_newest_first_with_sender_expanded(
-        emulator: XEmulator, clock: FakeClock, client: tweepy.Client) -> None:
+        emulator: XEmulator, clock: EpochClock, client: tweepy.Client) -> None:
     emulator.add_dm(sender_id="900", username="frank", text="my ticket is 4567")
     clock.now += 5
     client.create_direct_message(participant_id=900, text="Thanks, looking at 4567")
@@ -269,7 +263,7 @@ def test_app_only_token_cannot_read_dms(client: tweepy.Client) -> None:
 
 
 def test_spent_window_raises_too_many_requests_until_reset(
-        clock: FakeClock, client: tweepy.Client) -> None:
+        clock: EpochClock, client: tweepy.Client) -> None:
     client.return_type = requests.Response
     first, second = client.get_direct_message_events(), client.get_direct_message_events()
     with pytest.raises(tweepy.TooManyRequests) as refused:

@@ -32,27 +32,21 @@ from integrations.zendesk.emulator import (
     sign_webhook,
     zenpy_client,
 )
+from tests.conftest import EpochClock
 from tests.twitter.conftest import served
 
 START = 1_795_860_000.0  # 2026-11-28T10:00:00Z, on a minute boundary
 AUTH = (f"{Credentials.email}/token", Credentials.token)
 
 
-@dataclass
-class FakeClock:
-    now: float = START
 
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> EpochClock:
+    return EpochClock(START)
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def emulator(clock: FakeClock) -> ZendeskEmulator:
+def emulator(clock: EpochClock) -> ZendeskEmulator:
     return ZendeskEmulator(clock=clock)
 
 
@@ -265,7 +259,7 @@ def test_wrong_credentials_get_zendesks_401(base_url: str) -> None:
     assert bearer.json()["user"]["email"] == Credentials.email
 
 
-def test_429_carries_retry_after_and_zenpy_raises_at_once(clock: FakeClock) -> None:
+def test_429_carries_retry_after_and_zenpy_raises_at_once(clock: EpochClock) -> None:
     emulator = ZendeskEmulator(clock=clock, requests_per_minute=2)
     clock.now = START + 15
     with served(create_app(emulator)) as url:
@@ -367,7 +361,7 @@ def test_webhook_and_trigger_crud_through_zenpy(zen: Any, base_url: str) -> None
     assert list(zen.triggers()) == [] and list(zen.webhooks()) == []
 
 
-def test_a_public_agent_reply_fires_a_signed_webhook(zen: Any, base_url: str, clock: FakeClock,
+def test_a_public_agent_reply_fires_a_signed_webhook(zen: Any, base_url: str, clock: EpochClock,
                                                      emulator: ZendeskEmulator,
                                                      receiver: Receiver) -> None:
     hook = zen.webhooks.create(Webhook(name="deskbridge", endpoint=receiver.url,
