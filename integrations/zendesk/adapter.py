@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import requests
 from zenpy import Zenpy
@@ -274,12 +274,12 @@ class ZendeskHelpdesk:
         html = comment["html_body"].replace(quoted.group(0),
                                             f"<blockquote><redact>{quoted.group(1)}</redact>"
                                             "</blockquote>", 1)
-        self._request("PUT", f"/api/v2/comment_redactions/{comment['id']}",
+        self.request("PUT", f"/api/v2/comment_redactions/{comment['id']}",
                       {"ticket_id": int(ticket_id), "html_body": html})
 
     def _comment_with(self, ticket_id: str, marker: str) -> dict[str, Any] | None:
-        body = self._get(f"/api/v2/tickets/{ticket_id}/comments.json")
-        return next((c for c in body.get("comments") or []
+        comments = self.get_all(f"/api/v2/tickets/{ticket_id}/comments.json", "comments")
+        return next((c for c in comments
                      if marker in (c.get("html_body") or c.get("body") or "")), None)
 
     def find_write(self, idempotency_key: str, ticket_id: str | None = None) -> WriteResult | None:
@@ -290,12 +290,8 @@ class ZendeskHelpdesk:
         """
         if ticket_id is None or not ticket_id.isdigit():
             return None
-        marker = write_marker(idempotency_key)
-        comments = self._call(lambda: list(self.client.tickets.comments(ticket=int(ticket_id))))
-        for comment in comments:
-            if marker in (comment.html_body or comment.body or ""):
-                return WriteResult(ticket_id, str(comment.id))
-        return None
+        comment = self._comment_with(ticket_id, write_marker(idempotency_key))
+        return WriteResult(ticket_id, str(comment["id"])) if comment else None
 
     # ------------------------------------------------------------ helpers
 
@@ -318,14 +314,16 @@ class ZendeskHelpdesk:
         return str(body["user"]["id"])
 
     def _get(self, path: str) -> dict[str, Any]:
-        return self._request("GET", path, None)
+        return self.request("GET", path, None)
 
     def _post(self, path: str, payload: dict[str, Any],
               headers: dict[str, str] | None = None) -> dict[str, Any]:
-        return self._request("POST", path, payload, headers)
+        return self.request("POST", path, payload, headers)
 
-    def _request(self, method: str, path: str, payload: dict[str, Any] | None,
-                 headers: dict[str, str] | None = None) -> dict[str, Any]:
+    def request(self, method: str, path: str, payload: dict[str, Any] | None,
+                headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """One paced API call with plain requests (`path` from `/api/v2/...`); its JSON body,
+        `{}` when there is none. Raises ProviderError, RateLimited."""
         self.pacer.take()
         try:
             response = self.session.request(method, self.base + path, json=payload,
@@ -334,8 +332,24 @@ class ZendeskHelpdesk:
             raise ProviderError(PROVIDER, f"no answer: {type(err).__name__}") from err
         if response.status_code >= 400:
             raise ProviderError(PROVIDER, _describe(response), status=response.status_code)
+        if not response.content:
+            return {}
         body: dict[str, Any] = response.json()
         return body
+
+    def get_all(self, path: str, key: str) -> list[dict[str, Any]]:
+        """Every item under `key` of a list endpoint, page after page: offset pagination's
+        `next_page`, or cursor pagination's `links.next` while `meta.has_more`.
+        https://developer.zendesk.com/api-reference/introduction/pagination/"""
+        items: list[dict[str, Any]] = []
+        url: str | None = path
+        while url:
+            body = self._get(url)
+            items += body.get(key) or []
+            more = (body.get("meta") or {}).get("has_more")
+            url = _api_path(body.get("next_page") or
+                            ((body.get("links") or {}).get("next") if more else None))
+        return items
 
     def _call(self, call: Callable[[], T]) -> T:
         self.pacer.take()
@@ -367,6 +381,14 @@ def _ticket_from(ticket: dict[str, Any], social_ids: tuple[str, ...] = ()) -> Ti
         updated_at=datetime.fromisoformat(updated) if isinstance(updated, str) else None,
         is_closed=status == CLOSED, requester_social_ids=social_ids,
     )
+
+
+def _api_path(url: str | None) -> str | None:
+    """`/api/v2/...?...` of a full link Zendesk gives for the next page."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def _social_id(external_id: Any) -> str | None:

@@ -2,8 +2,9 @@
 
 Creates, or updates to what they should be, by name (running it twice changes nothing):
 - the webhook `deskbridge <helpdesk>` that POSTs JSON to `<public url>/webhooks/zendesk/<helpdesk>`;
-- the trigger "deskbridge: agent answer": a public comment by an agent on a ticket tagged
-  `deskbridge` (so the customer's own comments, which deskbridge writes, never echo back);
+- the trigger "deskbridge: agent answer": a public comment on a ticket tagged `deskbridge`,
+  in an update made by an agent (that includes deskbridge's own API user writing a customer's
+  post: the webhook view ignores those, see `webhooks.is_customer_comment`);
 - the trigger "deskbridge: identity confirmed": the tag `deskbridge_verified` (set by an
   agent's macro) confirms the pending claim, and is removed again.
 https://developer.zendesk.com/api-reference/webhooks/webhooks-api/webhooks/
@@ -16,11 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from integrations.errors import ProviderError
 from integrations.zendesk.adapter import ZendeskHelpdesk
-from integrations.zendesk.webhooks import trigger_body
-
-VERIFIED_TAG = "deskbridge_verified"
+from integrations.zendesk.webhooks import VERIFIED_TAG, trigger_body
 
 
 @dataclass(frozen=True)
@@ -81,13 +79,14 @@ class ZendeskSetup:
         spec = webhook_spec(self.zendesk.name, self.public_url)
         webhook_id, change = self._webhook(spec)
         changes = [change]
-        existing = {t["title"]: t for t in self._get("/api/v2/triggers.json").get("triggers", [])}
+        existing = {t["title"]: t for t in self.zendesk.get_all("/api/v2/triggers.json",
+                                                                 "triggers")}
         for trigger in trigger_specs(webhook_id):
             changes.append(self._trigger(trigger, existing.get(trigger["title"])))
         return changes
 
     def _webhook(self, spec: dict[str, Any]) -> tuple[str, Change]:
-        found = [w for w in self._get("/api/v2/webhooks").get("webhooks", [])
+        found = [w for w in self.zendesk.get_all("/api/v2/webhooks", "webhooks")
                  if w.get("name") == spec["name"]]
         if not found:
             if self.dry_run:
@@ -112,20 +111,8 @@ class ZendeskSetup:
             self._send("PUT", f"/api/v2/triggers/{current['id']}.json", {"trigger": spec})
         return Change("trigger", spec["title"], "update")
 
-    def _get(self, path: str) -> dict[str, Any]:
-        return self._send("GET", path, None)
-
-    def _send(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
-        zd = self.zendesk
-        zd.pacer.take()
-        response = zd.session.request(method, zd.base + path, json=payload, timeout=zd.timeout)
-        if response.status_code >= 400:
-            raise ProviderError("zendesk", f"{method} {path}: {response.text[:300]}",
-                                status=response.status_code)
-        if not response.content:
-            return {}
-        body: dict[str, Any] = response.json()
-        return body
+    def _send(self, method: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return self.zendesk.request(method, path, payload)
 
 
 def _same(current: Any, wanted: Any) -> bool:
