@@ -24,7 +24,6 @@ class Ticket:
     updated_at: datetime | None = None
     is_closed: bool = False
     requester_social_ids: tuple[str, ...] = ()  # X user ids the helpdesk knows for the requester
-    requester_handles: tuple[str, ...] = ()  # handles of the requester's X identities
 
 
 @dataclass(frozen=True)

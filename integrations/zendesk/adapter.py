@@ -95,12 +95,13 @@ class Pacer:
 
     def observe(self, limit: int, remaining: int, reset_seconds: float | None) -> None:
         """Zendesk's own count for the account: pause when only the reserve is left."""
-        if remaining > max(1, int(limit * RESERVE_SHARE)):
+        reserve = max(1, int(limit * RESERVE_SHARE))
+        if remaining > reserve:
             return
         # Without a reset time, wait as long as the reserve takes to come back at the limit's
         # pace (the window's reset is at most a minute away).
         wait = reset_seconds if reset_seconds is not None else \
-            min(60.0, 60.0 / max(limit, 1) * (max(1, int(limit * RESERVE_SHARE)) + 1 - remaining))
+            min(60.0, 60.0 / max(limit, 1) * (reserve + 1 - remaining))
         with self._lock:
             self.paused_until = max(self.paused_until, self.clock() + max(wait, 1.0))
 

@@ -20,10 +20,9 @@ from integrations.events import AgentReply
 from integrations.zendesk.settings import ZendeskSettings
 from integrations.zendesk.webhooks import (
     INVOCATION_HEADER,
-    VERIFIED_TAG,
     ConfirmClaim,
     ZendeskEvent,
-    parse_tags,
+    confirmation,
     parse_webhook,
     verify_signature,
 )
@@ -86,11 +85,9 @@ def _confirm(runtime: Runtime, event: ConfirmClaim, now: datetime) -> int:
 
 def _act(runtime: Runtime, event: ZendeskEvent, now: datetime) -> tuple[Response, int]:
     if isinstance(event, AgentReply):
-        if VERIFIED_TAG in parse_tags(event.raw.get("tags")):
-            # A macro may tag and answer in one update; its two webhooks arrive in any order.
-            # The answer then must not wait for (or race) the other: the tag is on the ticket,
-            # so the claim is confirmed here, before the answer is stored.
-            _confirm(runtime, ConfirmClaim(event.helpdesk, event.ticket_id), now)
+        claim = confirmation(event.helpdesk, event.ticket_id, event.raw.get("tags"))
+        if claim is not None:  # confirmed before the answer is stored, so it can go out
+            _confirm(runtime, claim, now)
         # Internal notes are stored too: the worker's handler is the one place that decides
         # what is sent to a customer, and its outcome shows on the dashboard.
         result = runtime.pipeline.accept([event])

@@ -31,7 +31,6 @@ from integrations.events import AgentReply
 SIGNATURE_HEADER = "x-zendesk-webhook-signature"
 TIMESTAMP_HEADER = "x-zendesk-webhook-signature-timestamp"
 INVOCATION_HEADER = "x-zendesk-webhook-invocation-id"  # the same for every retry of a call
-WEBHOOK_ID_HEADER = "x-zendesk-webhook-id"
 REPLAY_WINDOW = timedelta(minutes=5)
 VERIFIED_TAG = "deskbridge_verified"
 
@@ -164,9 +163,8 @@ def parse_webhook(
         return Ignored(f"not a deskbridge trigger event: {event!r}")
     ticket_id = _ticket_id(payload.get("ticket_id"))
     if action == "confirm_claim":
-        if VERIFIED_TAG not in parse_tags(payload.get("tags")):
-            return Ignored(f"ticket {ticket_id} is not tagged {VERIFIED_TAG}")
-        return ConfirmClaim(helpdesk_name, ticket_id)
+        return confirmation(helpdesk_name, ticket_id, payload.get("tags")) or Ignored(
+            f"ticket {ticket_id} is not tagged {VERIFIED_TAG}")
     return _agent_reply(payload, helpdesk_name, ticket_id, invocation_id, received_at)
 
 
@@ -192,10 +190,19 @@ def _agent_reply(
 
 def is_customer_comment(payload: Mapping[str, Any]) -> bool:
     """Whether the comment was written by an end user or by the ticket's requester."""
-    if _text(payload.get("author_role")).lower() == "end-user":
+    # "end-user" in Zendesk's API; accept the underscore spelling too (placeholders' rendering
+    # of the role is not documented).
+    if _text(payload.get("author_role")).lower().replace("_", "-") == "end-user":
         return True
     author = _text(payload.get("author_id"))
     return bool(author) and author == _text(payload.get("requester_id"))
+
+
+def confirmation(helpdesk: str, ticket_id: str, tags: Any) -> ConfirmClaim | None:
+    """The ticket's pending claims are confirmed when it carries the verified tag, whichever
+    trigger reports it: a macro may tag and answer in one update, and its "comment" webhook
+    may arrive before its "tagged" one."""
+    return ConfirmClaim(helpdesk, ticket_id) if VERIFIED_TAG in parse_tags(tags) else None
 
 
 def parse_tags(value: Any) -> frozenset[str]:

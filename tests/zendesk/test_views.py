@@ -73,16 +73,18 @@ def payload(name: str) -> bytes:
     return (PAYLOADS / name).read_bytes()
 
 
+# The five headers of every webhook request, from Zendesk's documentation (see SOURCES.md).
+DOC_HEADERS = json.loads((PAYLOADS.parent / "docs" / "request_headers.json").read_text())
+
+
 def signed(body: bytes, *, secret: str = SECRET, age_seconds: float = 0,
            invocation: str = "8350205582") -> dict[str, str]:
-    """Headers as Zendesk sends them, signed with the real algorithm."""
+    """The documented headers, with this invocation, timestamp and the real signature."""
     timestamp = (NOW - timedelta(seconds=age_seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"Content-Type": "application/json",
-            "X-Zendesk-Account-Id": "123456",
-            "X-Zendesk-Webhook-Id": "01F1KRFQ6BG29CNWFR60NK5FNY",
-            "X-Zendesk-Webhook-Invocation-Id": invocation,
-            "X-Zendesk-Webhook-Signature": sign(secret, timestamp, body),
-            "X-Zendesk-Webhook-Signature-Timestamp": timestamp}
+    return {**DOC_HEADERS, "Content-Type": "application/json",
+            "x-zendesk-webhook-invocation-id": invocation,
+            "x-zendesk-webhook-signature": sign(secret, timestamp, body),
+            "x-zendesk-webhook-signature-timestamp": timestamp}
 
 
 def stored(runtime: Runtime) -> int:

@@ -173,6 +173,15 @@ def test_the_customers_own_comment_is_ignored() -> None:
     assert isinstance(event, Ignored) and "customer's own" in event.reason
 
 
+@pytest.mark.parametrize("role", ["end-user", "end_user"])
+def test_any_end_users_comment_is_ignored(role: str) -> None:
+    # Not the requester (someone cc'd, say): still a customer's words, never sent to X.
+    payload = json.loads(trigger("handwritten_comment_public.json"))
+    payload.update(author_role=role, author_id="999")
+    event = parse_webhook(json.dumps(payload).encode(), "acme", None)
+    assert isinstance(event, Ignored) and "customer's own" in event.reason
+
+
 def test_a_comment_without_id_is_keyed_by_the_invocation() -> None:
     body = trigger("handwritten_comment_without_id.json")
     reply = parse_webhook(body, "acme", "8350205582")
