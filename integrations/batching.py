@@ -14,8 +14,9 @@ import atexit
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -27,14 +28,19 @@ class Batcher(Generic[T]):
 
     A sink that raises loses nothing it has not said so about: it is the sink's job to log
     what it could not do (the callers' items are already safe elsewhere, see the uses).
-    Safe across fork: a forked process starts its own thread and does not inherit the
-    parent's items. At exit, and on `close()`, what is waiting is put through the sink.
+    Safe across fork: a forked child starts with no items, fresh locks and no thread (one is
+    started by its first `put`). At exit, and on `close()`, what is waiting goes through the
+    sink.
     """
 
     def __init__(self, sink: Callable[[list[T]], None], *, linger: float, name: str) -> None:
         self._sink = sink
         self._linger = linger
         self._name = name
+        self._reset()
+        _LIVE.add(self)
+
+    def _reset(self) -> None:
         self._lock = threading.Lock()
         self._items: list[T] = []
         self._markers: list[threading.Event] = []
@@ -43,12 +49,13 @@ class Batcher(Generic[T]):
         self._idle = True  # no wake-up is pending: the next put must wake the thread
         self._closing = False
         self._thread: threading.Thread | None = None
-        self._pid: int | None = None
 
     def put(self, item: T) -> None:
         """Queue `item` for the sink; never blocks on the sink."""
-        self._ensure_thread()
         with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
             self._items.append(item)
             wake, self._idle = self._idle, False
         if wake:
@@ -56,10 +63,10 @@ class Batcher(Generic[T]):
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything put so far has been through the sink; False on timeout."""
-        if self._thread is None or self._pid != os.getpid():
-            return True
-        done = threading.Event()
         with self._lock:
+            if self._thread is None:
+                return True
+            done = threading.Event()
             self._markers.append(done)
             self._idle = False
         self._hurry.set()
@@ -67,29 +74,29 @@ class Batcher(Generic[T]):
         return done.wait(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Put what is waiting through the sink and stop the thread."""
-        if self._thread is None or self._pid != os.getpid():
-            return
-        self._closing = True
+        """Put what is waiting through the sink and stop the thread (a later `put` starts
+        another)."""
+        with self._lock:
+            thread = self._thread
+            if thread is None:
+                return
+            self._closing = True
         self._hurry.set()
         self._wake.set()
-        self._thread.join(timeout)
-        self._thread = None
-
-    def _ensure_thread(self) -> None:
-        if self._thread is not None and self._pid == os.getpid():
+        thread.join(timeout)
+        if thread.is_alive():  # a sink stuck past the timeout keeps its thread
             return
         with self._lock:
-            if self._thread is not None and self._pid == os.getpid():
-                return
-            if self._pid != os.getpid():  # a fork: the parent's items are the parent's
-                self._items, self._markers, self._idle = [], [], True
-                self._wake, self._hurry = threading.Event(), threading.Event()
-            self._pid = os.getpid()
-            self._closing = False
-            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-            self._thread.start()
-        atexit.register(self.close)
+            self._thread, self._closing = None, False
+            left, self._items = self._items, []  # put while the thread was ending
+        self._drain(left)
+
+    def _drain(self, items: list[T]) -> None:
+        if items:
+            try:
+                self._sink(items)
+            except Exception:  # the thread must outlive a failing sink
+                log.exception("batch sink failed", extra={"batcher": self._name})
 
     def _run(self) -> None:
         while True:
@@ -102,11 +109,7 @@ class Batcher(Generic[T]):
                 markers, self._markers = self._markers, []
                 self._idle = True
                 closing = self._closing
-            if items:
-                try:
-                    self._sink(items)
-                except Exception:  # the thread must outlive a failing sink
-                    log.exception("batch sink failed", extra={"batcher": self._name})
+            self._drain(items)
             for marker in markers:
                 marker.set()
             if closing:
@@ -114,3 +117,21 @@ class Batcher(Generic[T]):
                     if not self._items and not self._markers:
                         return
                 self._wake.set()
+
+
+# Every batcher alive in this process: reset in a forked child, drained at exit.
+_LIVE: weakref.WeakSet[Batcher[Any]] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for batcher in list(_LIVE):
+        batcher._reset()
+
+
+def _close_all() -> None:
+    for batcher in list(_LIVE):
+        batcher.close()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+atexit.register(_close_all)

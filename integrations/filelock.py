@@ -11,7 +11,7 @@ import fcntl
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 
 class WriteLock:
@@ -38,3 +38,8 @@ class WriteLock:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             self._pid = os.getpid()
         return self._fd
+
+
+def held(lock: WriteLock | None) -> AbstractContextManager[None]:
+    """`lock` held, or nothing to hold (a backend that needs no lock of ours)."""
+    return lock.held() if lock is not None else nullcontext()

@@ -24,6 +24,9 @@ class Ticket:
     updated_at: datetime | None = None
     is_closed: bool = False
     requester_social_ids: tuple[str, ...] = ()  # X user ids the helpdesk knows for the requester
+    # Handles of the requester's X identities, for an adapter that reads them with the
+    # ticket (the Zendesk adapter finds a sender by handle in `find_user` instead).
+    requester_handles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

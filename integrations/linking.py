@@ -67,6 +67,7 @@ class TicketFacts:
     requester_id: str | None
     updated_at: datetime | None = None
     requester_social_ids: frozenset[str] = frozenset()  # X user ids known for the requester
+    requester_handles: frozenset[str] = frozenset()  # lower-case handles of their identities
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,8 @@ def _is_current(ticket: TicketFacts, rules: LinkRules, now: datetime) -> bool:
 
 def _is_requester(ticket: TicketFacts, author: SocialUser, sender: Sender | None) -> bool:
     if author.user_id in ticket.requester_social_ids:
+        return True
+    if author.handle and author.handle.lower() in ticket.requester_handles:
         return True
     return bool(sender and sender.verified and sender.helpdesk_user_id == ticket.requester_id)
 

@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from integrations.batching import Batcher
+from integrations.config import REDACTED
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
-REDACTED = "[redacted]"
 
 
 def record_fields(record: logging.LogRecord) -> dict[str, Any]:

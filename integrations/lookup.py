@@ -31,6 +31,7 @@ def ticket_facts(ticket: Ticket) -> TicketFacts:
     return TicketFacts(
         id=ticket.id, is_closed=ticket.is_closed, requester_id=ticket.requester_id,
         updated_at=ticket.updated_at, requester_social_ids=frozenset(ticket.requester_social_ids),
+        requester_handles=frozenset(h.lower() for h in ticket.requester_handles),
     )
 
 

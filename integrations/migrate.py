@@ -24,7 +24,7 @@ def alembic_config() -> Config:
     return cfg
 
 
-def head_revision(engine: Engine) -> str | None:
+def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
@@ -35,7 +35,7 @@ def current_revision(engine: Engine) -> str | None:
 
 def is_current(engine: Engine) -> bool:
     """Whether the schema is at the newest revision."""
-    return current_revision(engine) == head_revision(engine)
+    return current_revision(engine) == head_revision()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> str | None:

@@ -47,6 +47,7 @@ from integrations.store import (
     DeliveryStatus,
     IdentityRecord,
     ItemRecord,
+    ItemStatus,
     LinkRecord,
     Store,
 )
@@ -234,7 +235,7 @@ class Pipeline:
         again for its time) or skipped (done, dead, or held by another worker).
         """
         item = self.store.get_item(item_id)
-        if item is None or item.status in ("done", "dead"):
+        if item is None or item.status in ItemStatus.FINISHED:
             return "skipped"
         owner = _owner_token()
         now = self.clock()
@@ -254,7 +255,7 @@ class Pipeline:
         # A task that ran early (a duplicate, another machine's clock) must not strand its
         # item until the sweeper: it goes back on the queue for when the item is due.
         item = self.store.get_item(item_id)
-        if item is not None and item.status in ("accepted", "retrying") \
+        if item is not None and item.status in ItemStatus.WAITING \
                 and item.next_attempt_at > now:
             self._requeue(item_id, (item.next_attempt_at - now).total_seconds())
             return "waiting"
@@ -464,7 +465,7 @@ def _wait_for_parent(work: Work, message: SocialMessage) -> None:
         return
     parent = work.pipeline.store.find_item(message.channel, message.account,
                                            message.in_reply_to_id)
-    if parent is not None and parent.status not in ("done", "dead"):
+    if parent is not None and parent.status not in ItemStatus.FINISHED:
         raise Deferral(f"waiting for message {message.in_reply_to_id}, which it answers",
                        PARENT_WAIT_SECONDS)
 
@@ -474,16 +475,6 @@ def _subject(message: SocialMessage) -> str:
     label = "DM" if message.kind.value == "dm" else "X"
     text = first_line if len(first_line) <= 60 else first_line[:59].rstrip() + "…"
     return f"{label} from @{message.author.handle}: {text}"
-
-
-class StaticRouter:
-    """Routes by a fixed table of (channel, account) → Route; what `runtime` builds."""
-
-    def __init__(self, routes: Mapping[tuple[str, str], Route]) -> None:
-        self._routes = dict(routes)
-
-    def route(self, channel: str, account: str) -> Route | None:
-        return self._routes.get((channel, account))
 
 
 def handle_deletion(work: Work) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,7 @@ from sqlalchemy.engine import make_url
 
 from integrations.batching import Batcher
 from integrations.errors import ConfigurationError, DeskbridgeError
-from integrations.filelock import WriteLock
-from integrations.groupcommit import GroupCommitter
+from integrations.filelock import WriteLock, held
 
 log = logging.getLogger("deskbridge.queue")
 
@@ -71,8 +69,7 @@ class TaskQueue:
         self._write_lock = WriteLock(f"{filename}.lock") if filename else None
         self._process: Callable[[int], Any] | None = None
         self._process_task = huey.task(name=PROCESS_TASK)(self._run_process)
-        # Under load, the item ids that many requests hand over go in one queue transaction.
-        self._batches: GroupCommitter[list[int], None] = GroupCommitter(self._enqueue_batch)
+        # The item ids that many requests hand over go in one queue transaction.
         self._handoff: Batcher[list[int]] = Batcher(self._send_handed_over, linger=0.01,
                                                     name="deskbridge-handoff")
 
@@ -87,24 +84,12 @@ class TaskQueue:
         Raises QueueUnavailable if the backend cannot take it.
         """
         try:
-            with self._write_lock.held() if self._write_lock else nullcontext():
+            with held(self._write_lock):
                 if at is None or now is None or at <= now:
                     self._process_task(item_id)
                 else:
                     delay = (at - now).total_seconds()
                     self._process_task.schedule(args=(item_id,), delay=delay)
-        except Exception as err:  # huey raises the backend's own errors (redis, sqlite3)
-            raise QueueUnavailable(f"queue unavailable: {type(err).__name__}: {err}") from err
-
-    def enqueue_many(self, item_ids: list[int]) -> None:
-        """Hand items to the workers now, sharing one queue write with concurrent callers.
-
-        Raises QueueUnavailable if the backend cannot take them.
-        """
-        if not item_ids:
-            return
-        try:
-            self._batches.submit(item_ids)
         except Exception as err:  # huey raises the backend's own errors (redis, sqlite3)
             raise QueueUnavailable(f"queue unavailable: {type(err).__name__}: {err}") from err
 
@@ -118,6 +103,11 @@ class TaskQueue:
         if item_ids:
             self._handoff.put(item_ids)
 
+    def close(self) -> None:
+        """Send what was handed over, then close the backend."""
+        self._handoff.close()
+        self.huey.storage.close()
+
     def flush_handoff(self, timeout: float = 5.0) -> bool:
         """Wait until every item handed over so far has reached the queue (or failed to)."""
         return self._handoff.flush(timeout)
@@ -130,16 +120,15 @@ class TaskQueue:
                 "item_ids": [i for b in batches for i in b],
                 "error": f"{type(err).__name__}: {err}"})
 
-    def _enqueue_batch(self, batches: Sequence[list[int]]) -> list[None]:
+    def _enqueue_batch(self, batches: Sequence[list[int]]) -> None:
         tasks = [self._process_task.s(item_id) for batch in batches for item_id in batch]
         storage = self.huey.storage
-        with self._write_lock.held() if self._write_lock else nullcontext():
+        with held(self._write_lock):
             if isinstance(storage, BatchSqliteStorage):
                 storage.enqueue_many([self.huey.serialize_task(t) for t in tasks])
             else:
                 for task in tasks:
                     self.huey.enqueue(task)
-        return [None] * len(batches)
 
     def check(self) -> dict[str, int]:
         """Prove the backend answers; returns its pending and scheduled counts.

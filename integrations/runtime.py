@@ -181,8 +181,8 @@ class Runtime:
                 for c in self.settings.channels.values() if c.type == "x" and c.poll]
 
     def close(self) -> None:
+        self.queue.close()
         self.store.dispose()
-        self.huey.storage.close()
 
 
 def run_worker(runtime: Runtime, workers: int | None = None) -> None:

@@ -15,7 +15,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,7 +52,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from integrations.batching import Batcher
 from integrations.errors import StoreUnavailable
 from integrations.events import Event, event_type_name, from_record, to_record
-from integrations.filelock import WriteLock
+from integrations.filelock import WriteLock, held
 from integrations.groupcommit import GroupCommitter
 
 log = logging.getLogger("deskbridge.store")
@@ -68,6 +68,7 @@ class ItemStatus:
     DEAD = "dead"  # gave up; kept as a dead letter, replayable
 
     WAITING = (ACCEPTED, RETRYING)
+    FINISHED = (DONE, DEAD)
     ALL = (ACCEPTED, PROCESSING, RETRYING, DONE, DEAD)
 
 
@@ -381,6 +382,9 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # FULL: an item is on disk before the sender hears "accepted", even across power loss.
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # Never copy the WAL into the database inside a commit, holding the write lock while
+    # megabytes are written and fsynced: the store's `Checkpointer` does it beside.
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
@@ -411,9 +415,7 @@ class FastInsert:
 
     On a SQLite file the insert keeps a connection of its own (only the group commit's
     leader uses it), out of the pool: checking a connection out and back in for every
-    commit cost more than the insert itself. That connection never checkpoints the WAL
-    inside a commit (SQLite's automatic checkpoint would copy megabytes and fsync the
-    database while every other writer waits on the lock); `Checkpointer` does it beside.
+    commit cost more than the insert itself.
     """
 
     def __init__(self, engine: Engine, statement: Any, columns: Sequence[str]) -> None:
@@ -445,9 +447,6 @@ class FastInsert:
         if self._own is None or self._own_pid != os.getpid():
             connection = self.engine.raw_connection()
             connection.detach()  # it is ours until closed
-            cursor = connection.cursor()
-            cursor.execute("PRAGMA wal_autocheckpoint=0")
-            cursor.close()
             self._own, self._own_pid = connection, os.getpid()
         return self._own
 
@@ -496,7 +495,8 @@ class FastInsert:
 class Checkpointer:
     """Copies a SQLite store's WAL into the database on a thread of its own.
 
-    After inserts (see `FastInsert`), at most once a `every` seconds, a PASSIVE checkpoint
+    After writes (no store connection checkpoints inside a commit, see `_sqlite_on_connect`),
+    at most once every `every` seconds, a PASSIVE checkpoint
     runs on a pooled connection: it takes no write lock, so the web tier goes on inserting
     while the copy and its fsync happen. A WAL that still holds more than `restart_pages`
     afterwards (writes never paused long enough for it to be copied whole) gets a RESTART
@@ -570,19 +570,12 @@ class Store:
                 yield session
         except OperationalError as err:
             raise StoreUnavailable(f"store unavailable: {err.orig}") from err
+        if self._checkpointer is not None:
+            self._checkpointer.written()
 
     def _serialised(self) -> AbstractContextManager[None]:
         # SQLite has one writer at a time; waiting on our lock beats its sleeping busy handler.
-        return self._write_lock.held() if self._write_lock else nullcontext()
-
-    @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """One Core transaction (no ORM), for hot paths; errors as in `session`."""
-        try:
-            with self._serialised(), self.engine.begin() as conn:
-                yield conn
-        except OperationalError as err:
-            raise StoreUnavailable(f"store unavailable: {err.orig}") from err
+        return held(self._write_lock)
 
     def check(self) -> None:
         """Prove the store answers and its schema is installed; raises StoreUnavailable."""

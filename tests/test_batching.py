@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 
 import pytest
@@ -53,18 +55,31 @@ def test_a_failing_sink_is_logged_and_the_next_batch_still_goes_through(
 
 def test_close_writes_what_is_waiting() -> None:
     seen: list[int] = []
-    gate = threading.Event()
-
-    def sink(batch: list[int]) -> None:
-        gate.wait(5)
-        seen.extend(batch)
-
-    batcher: Batcher[int] = Batcher(sink, linger=0.01, name="test")
+    batcher: Batcher[int] = Batcher(seen.extend, linger=60, name="test")  # would wait a minute
     batcher.put(1)
     batcher.put(2)
-    gate.set()
     batcher.close()
     assert seen == [1, 2]
+
+
+def test_a_forked_child_starts_empty_with_a_thread_of_its_own() -> None:
+    seen: list[str] = []
+    batcher: Batcher[str] = Batcher(seen.extend, linger=60, name="test")
+    batcher.put("parent's")  # waiting in the parent when it forks
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own items only, and flush works (a thread of its own)
+        batcher.put("child's")
+        ok = batcher.flush(timeout=5)
+        os.write(write, json.dumps({"ok": ok, "seen": seen}).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    assert child == {"ok": True, "seen": ["child's"]}
+    assert batcher.flush() and seen == ["parent's"]
+    batcher.close()
 
 
 def test_put_never_waits_for_a_slow_sink() -> None:

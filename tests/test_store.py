@@ -37,7 +37,7 @@ def store(store_url: str) -> Iterator[Store]:
 
 def test_schema_is_at_head_after_upgrade(store: Store) -> None:
     assert migrate.is_current(store.engine)
-    assert migrate.current_revision(store.engine) == migrate.head_revision(store.engine)
+    assert migrate.current_revision(store.engine) == migrate.head_revision()
 
 
 def test_upgrade_keeps_data_written_by_an_older_schema(store_url: str) -> None:
