@@ -87,9 +87,7 @@ def call_x(request: Callable[[], T]) -> T:
     except tweepy.TooManyRequests as err:
         reset = err.reset_time or int(time.time()) + 60
         raise RateLimited("x", retry_after=max(1.0, reset - time.time())) from err
-    except tweepy.TwitterServerError as err:
-        raise ProviderError("x", _describe(err), status=err.response.status_code) from err
-    except tweepy.HTTPException as err:
+    except tweepy.HTTPException as err:  # incl. TwitterServerError (5xx: not permanent)
         raise ProviderError("x", _describe(err), status=err.response.status_code) from err
     except requests.RequestException as err:
         raise ProviderError("x", f"no answer: {type(err).__name__}", permanent=False) from err

@@ -38,7 +38,6 @@ import re
 import secrets
 import threading
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -53,6 +52,7 @@ from flask import Flask, Response, request
 from integrations.emulation import EmulatorRequestHandler as BaseRequestHandler
 from integrations.emulation import control_body, serve_app
 from integrations.twitter.settings import XChannelSettings
+from integrations.twitter.text import MAX_WEIGHTED_LENGTH, weighted_length
 
 log = logging.getLogger("deskbridge.x_emulator")
 
@@ -67,7 +67,6 @@ PROBLEM_JSON = "application/problem+json"
 INVALID_REQUEST = "https://api.twitter.com/2/problems/invalid-request"
 UNSUPPORTED_AUTH = "https://api.twitter.com/2/problems/unsupported-authentication"
 WINDOW_SECONDS = 15 * 60
-MAX_POST_LENGTH = 280
 # X puts the start of a long post in `text` and the whole of it in `note_tweet.text`; the cut
 # was observed at 270 characters: https://github.com/xdevplatform/samples/issues/202
 NOTE_PREVIEW_CHARS = 270
@@ -316,15 +315,6 @@ _URL = re.compile(r"https?://\S+")
 _MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9_]{1,15})")
 _HASHTAG = re.compile(r"(?<![\w#])#(\w+)")
 _TRAILING = ".,;:!?)]}'\""
-
-
-def weighted_length(text: str) -> int:
-    """The length X counts against the 280 limit (twitter-text: URLs 23, CJK double)."""
-    with warnings.catch_warnings():
-        # twitter-text-parser imports pkg_resources, which warns on import.
-        warnings.simplefilter("ignore")
-        from twitter_text import parse_tweet
-    return int(parse_tweet(text).weightedLength)
 
 
 def _tco(url: str, salt: str) -> str:
@@ -832,7 +822,7 @@ class XEmulator:
         parent = reply.get("in_reply_to_tweet_id") if reply else None
         if not isinstance(text, str) or not text.strip():
             raise XApiError(invalid_request("The `text` field is required.", "text", ""))
-        if weighted_length(text) > MAX_POST_LENGTH:
+        if weighted_length(text) > MAX_WEIGHTED_LENGTH:
             # 400 with this message: https://github.com/PLhery/node-twitter-api-v2 users report
             # e.data.errors[0].message; tweepy shows "400 Bad Request Your Tweet text is too long."
             raise XApiError(invalid_request(
@@ -861,7 +851,7 @@ class XEmulator:
         post_id = self._new_id()
         shown, entities = self._shape(text, post_id)
         note = None
-        if weighted_length(text) > MAX_POST_LENGTH:
+        if weighted_length(text) > MAX_WEIGHTED_LENGTH:
             note = {"text": shown, "entities": entities} if entities else {"text": shown}
             shown, entities = shown[:NOTE_PREVIEW_CHARS], _preview(entities, NOTE_PREVIEW_CHARS)
         parent = self._posts.get(parent_id) if parent_id else None

@@ -27,15 +27,12 @@ from integrations.events import Deletion, Event, MessageKind, SocialMessage, Soc
 CHANNEL = "x"
 SIGNATURE_HEADER = "x-twitter-webhooks-signature"
 
-# Account Activity event keys → what deskbridge does with them. Everything not listed here
+# The Account Activity event keys deskbridge reads (posts, DMs, deletes). Everything else
 # (favourites, follows, blocks, mutes, typing and read receipts, revokes, and whatever X adds
 # tomorrow) is counted as unknown and ignored.
 # https://docs.x.com/x-api/enterprise-gnip-2.0/fundamentals/account-activity#account-activity-data-objects-structure
-ACCOUNT_ACTIVITY_EVENTS: dict[str, str] = {
-    "tweet_create_events": "post",
-    "direct_message_events": "dm",
-    "tweet_delete_events": "delete",
-}
+ACCOUNT_ACTIVITY_EVENTS = frozenset({
+    "tweet_create_events", "direct_message_events", "tweet_delete_events"})
 
 
 # Bodies X also POSTs to the webhook that are about the app, not an account: a user revoking
@@ -46,19 +43,16 @@ NOTICES = frozenset({"user_event", "replay_job_status"})
 # ---------------------------------------------------------------- CRC and signatures
 
 
-def _hmac_b64(secret: str, data: bytes) -> str:
-    digest = hmac.new(secret.encode(), data, hashlib.sha256).digest()
+def sign(consumer_secret: str, body: bytes) -> str:
+    """`sha256=` + base64 HMAC-SHA256: X's `x-twitter-webhooks-signature` of a body, and its
+    CRC response token of a `crc_token`."""
+    digest = hmac.new(consumer_secret.encode(), body, hashlib.sha256).digest()
     return "sha256=" + base64.b64encode(digest).decode()
 
 
 def crc_response(consumer_secret: str, crc_token: str) -> dict[str, str]:
     """The body X expects in answer to its CRC challenge."""
-    return {"response_token": _hmac_b64(consumer_secret, crc_token.encode())}
-
-
-def sign(consumer_secret: str, body: bytes) -> str:
-    """The `x-twitter-webhooks-signature` value X computes for a body."""
-    return _hmac_b64(consumer_secret, body)
+    return {"response_token": sign(consumer_secret, crc_token.encode())}
 
 
 def verify_signature(headers: Mapping[str, str], body: bytes, secrets: Sequence[str]) -> str:
@@ -151,13 +145,13 @@ def parse_v1_tweet(tweet: Mapping[str, Any], account: str) -> SocialMessage:
     text = extended.get("full_text") or tweet.get("full_text") or tweet.get("text") or ""
     entities = extended.get("entities") or tweet.get("entities") or {}
     media = (extended.get("extended_entities") or tweet.get("extended_entities") or {})
+    parent = _id(tweet.get("in_reply_to_status_id_str"))
     return SocialMessage(
         channel=CHANNEL, account=account, message_id=message_id, kind=_v1_kind(tweet),
         author=author, text=text, created_at=_v1_time(tweet),
-        in_reply_to_id=_id(tweet.get("in_reply_to_status_id_str")),
-        conversation_id=_id(tweet.get("in_reply_to_status_id_str")) or message_id,
+        in_reply_to_id=parent, conversation_id=parent or message_id,
         expanded_urls=_expanded_urls(entities), media_urls=_media_urls(media),
-        permalink=f"https://x.com/{author.handle}/status/{message_id}",
+        permalink=_permalink(author.handle, message_id),
         language=tweet.get("lang"), is_own=author.user_id == account, raw=tweet,
     )
 
@@ -182,13 +176,20 @@ def _v1_time(obj: Mapping[str, Any]) -> datetime:
 
 
 def _v1_user(user: Mapping[str, Any]) -> SocialUser:
-    handle = user.get("screen_name") or ""
-    return SocialUser(
-        channel=CHANNEL, user_id=_req_id(user.get("id_str") or user.get("id"), "user id"),
-        handle=handle, display_name=user.get("name") or "",
-        follower_count=user.get("followers_count"),
-        profile_url=f"https://x.com/{handle}" if handle else None,
-    )
+    return _user(_req_id(user.get("id_str") or user.get("id"), "user id"),
+                 user.get("screen_name") or "", user.get("name") or "",
+                 user.get("followers_count"))
+
+
+def _user(user_id: str, handle: str, name: str, followers: int | None) -> SocialUser:
+    return SocialUser(channel=CHANNEL, user_id=user_id, handle=handle, display_name=name,
+                      follower_count=followers,
+                      profile_url=f"https://x.com/{handle}" if handle else None)
+
+
+def _permalink(handle: str, post_id: str) -> str:
+    # x.com/i/status/ID opens any post when the author's handle is not known.
+    return f"https://x.com/{handle or 'i'}/status/{post_id}"
 
 
 def parse_v1_dm(dm: Mapping[str, Any], users: Mapping[str, Any], account: str) -> SocialMessage:
@@ -283,7 +284,7 @@ def parse_v2_post(
         in_reply_to_id=references.get("replied_to"),
         conversation_id=_id(post.get("conversation_id")) or message_id,
         expanded_urls=_expanded_urls(note.get("entities") or post.get("entities") or {}),
-        permalink=f"https://x.com/{author.handle or 'i'}/status/{message_id}",
+        permalink=_permalink(author.handle, message_id),
         language=post.get("lang"), is_own=author_id == account, raw=post,
     )
 
@@ -299,13 +300,9 @@ def _v2_kind(references: Mapping[str | None, str | None]) -> MessageKind:
 
 
 def _v2_user(user: Mapping[str, Any], user_id: str) -> SocialUser:
-    handle = user.get("username") or ""
     metrics = user.get("public_metrics") or {}
-    return SocialUser(
-        channel=CHANNEL, user_id=user_id, handle=handle, display_name=user.get("name") or "",
-        follower_count=metrics.get("followers_count"),
-        profile_url=f"https://x.com/{handle}" if handle else None,
-    )
+    return _user(user_id, user.get("username") or "", user.get("name") or "",
+                 metrics.get("followers_count"))
 
 
 def parse_v2_dm(

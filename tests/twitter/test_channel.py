@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -94,7 +93,6 @@ class LoseFirstPostAnswer(RebasingAdapter):
 
 def test_answer_whose_reply_was_lost_is_posted_exactly_once(
     tmp_path: Path, x_emulator: XEmulator, x_settings: XChannelSettings, x_url: str,
-    make_config: Callable[..., Path],
 ) -> None:
     config = (f'[store]\nurl = "sqlite:///{tmp_path}/s.db"\n[queue]\nurl = '
               f'"sqlite:///{tmp_path}/q.db"\n[channels.brand]\ntype = "x"\naccount_id = '

@@ -38,7 +38,7 @@ def test_full_text_and_reply_fields() -> None:
     assert line["in_reply_to_id"] == "1332252354599555074" and line["author_handle"] == "TanuLearns"
 
 
-def test_v2_api_response_with_account(tmp_path: Path) -> None:
+def test_v2_api_response_with_account() -> None:
     response = next(p for p in (PAYLOADS / "api").glob("*mentions*200*.json")
                     if not p.name.endswith(".headers.json"))
     lines = inspect(response, "--account", "2244994945")

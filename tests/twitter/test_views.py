@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -154,9 +154,7 @@ def test_account_signed_by_another_apps_secret_is_not_accepted(tmp_path: Path) -
 
 @pytest.mark.parametrize("name", ["account_activity/tweet_delete_events.json",
                                   "activity_api/dm_received.json"])
-def test_deletes_and_dms_are_accepted(
-    tmp_path: Path, name: str, make_settings: Callable[..., Settings],
-) -> None:
+def test_deletes_and_dms_are_accepted(tmp_path: Path, name: str) -> None:
     body = payload(name)
     data = json.loads(body)
     account = data.get("for_user_id") or data["data"]["filter"]["user_id"]

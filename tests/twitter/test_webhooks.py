@@ -201,8 +201,9 @@ def test_snowflake_at_brackets_a_real_posts_id() -> None:
     assert made <= int(m.message_id) < made + (1 << 22)  # same millisecond, other bits free
 
 
-def test_user_has_blocked_may_be_a_string_and_ids_may_be_numbers() -> None:
-    # Hand-modified from the recorded mention: X documents both spellings of the flag.
+def test_a_numeric_account_id_is_read_as_a_string() -> None:
+    # Hand-modified from the recorded mention. (deskbridge does not read `user_has_blocked`,
+    # which X sends as a boolean or a string; the string spelling is kept here for realism.)
     body = json.loads(load("account_activity/tweet_create_mention.json"))
     body["user_has_blocked"] = "false"
     body["for_user_id"] = int(body["for_user_id"])
