@@ -14,7 +14,8 @@ import requests
 from requests_oauthlib import OAuth1
 
 from integrations.errors import ConfigurationError, ProviderError
-from integrations.twitter.client import TWEEPY_HOST, rebase_session
+from integrations.rebasing import rebase_session
+from integrations.twitter.client import TWEEPY_HOST
 from integrations.twitter.settings import XChannelSettings
 
 # X's reasons (the part of errors[].message before the colon) → what the admin should do.
@@ -39,7 +40,7 @@ class XWebhooks:
         self.settings = settings
         self.session = session or requests.Session()
         self.timeout = timeout
-        rebase_session(self.session, settings.api_base_url)
+        rebase_session(self.session, settings.api_base_url, TWEEPY_HOST)
 
     def list(self) -> list[dict[str, Any]]:
         data = self._request("GET", "/2/webhooks", app=True).get("data")

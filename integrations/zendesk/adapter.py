@@ -41,7 +41,7 @@ from integrations.helpdesk import (
     Ticket,
     WriteResult,
 )
-from integrations.twitter.client import rebase_session
+from integrations.rebasing import rebase_session
 from integrations.zendesk.render import render_comment, render_deletion, write_marker
 from integrations.zendesk.settings import ZendeskSettings
 

@@ -69,7 +69,7 @@ from flask import Flask, Response, request
 
 from integrations.emulation import EmulatorRequestHandler as BaseRequestHandler
 from integrations.emulation import control_body, serve_app
-from integrations.twitter.client import rebase_session
+from integrations.rebasing import rebase_session
 from integrations.zendesk.settings import ZendeskSettings
 
 log = logging.getLogger("deskbridge.zendesk_emulator")

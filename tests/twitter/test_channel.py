@@ -13,9 +13,9 @@ import requests
 from integrations.config import parse_settings
 from integrations.errors import ProviderError, RateLimited
 from integrations.events import AgentReply
+from integrations.rebasing import RebasingAdapter
 from integrations.runtime import Runtime
 from integrations.twitter.channel import XChannel, same_text
-from integrations.twitter.client import RebasingAdapter
 from integrations.twitter.emulator import XEmulator
 from integrations.twitter.settings import XChannelSettings
 from tests.doubles import RecordingHelpdesk
