@@ -103,3 +103,33 @@ def test_setup_is_idempotent_and_dry_run_changes_nothing(tmp_path: Path) -> None
     action = answer["actions"][0]
     assert action["field"] == "notification_webhook" and action["value"][0] == webhook["id"]
     assert json.loads(action["value"][1])["comment_id"] == "{{ticket.latest_comment.id}}"
+
+
+def test_setup_finds_its_triggers_past_the_first_page_and_updates_a_moved_webhook() -> None:
+    from integrations.zendesk.adapter import ZendeskHelpdesk
+    from integrations.zendesk.emulator import ZendeskEmulator
+    from integrations.zendesk.emulator import create_app as zendesk_app
+    from integrations.zendesk.setup import ZendeskSetup
+    from tests.twitter.conftest import served
+
+    emulator = ZendeskEmulator()
+    with served(zendesk_app(emulator)) as url:
+        zendesk = ZendeskHelpdesk("hd", emulator.helpdesk_settings(url))
+
+        def setup(public_url: str) -> list[str]:
+            return [str(c) for c in ZendeskSetup(zendesk, public_url, dry_run=False).run()]
+
+        for n in range(120):  # the account's own triggers: ours come after, on page 2
+            zendesk.request("POST", "/api/v2/triggers.json", {"trigger": {
+                "title": f"Acme routing {n:03}", "active": True,
+                "conditions": {"all": [{"field": "update_type", "operator": "is",
+                                        "value": "Create"}], "any": []},
+                "actions": [{"field": "priority", "value": "high"}]}})
+        assert all(c.startswith("create") for c in setup("https://old.acme.example"))
+        moved = setup("https://new.acme.example")
+        assert moved[0].startswith("update") and "webhook" in moved[0]
+        assert all(c.startswith("unchanged") for c in moved[1:])
+    (hook,) = emulator.webhooks()
+    assert hook["endpoint"] == "https://new.acme.example/webhooks/zendesk/hd"
+    ours = [t for t in emulator.triggers() if t["title"].startswith("deskbridge:")]
+    assert len(ours) == 2 and len(emulator.triggers()) == 122
