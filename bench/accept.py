@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.accept [--items N] [--threads T] [--store-url URL --queue-url URL]
 
 Defaults to the embedded SQLite store and queue in a temporary folder. Prints items/s and
-the p50/p99 latency of one accept (insert + commit with fsync + enqueue), then one JSON line.
+the p50/p99 latency of one accept (insert + commit with fsync; the queue write follows on a
+background thread), then one JSON line.
 """
 
 from __future__ import annotations

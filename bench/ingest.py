@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.ingest [--seconds 3] [--rounds 3] [--clients 16] [--rate 200]
 
-Both run under gunicorn with identical settings (2 sync workers); deskbridge on its embedded
+Both run under gunicorn with identical settings (2 gthread workers); deskbridge on its embedded
 SQLite defaults. Measured in one run, interleaved round by round:
 - throughput of each with `--clients` concurrent senders (closed loop), and their ratio;
 - p50/p99 latency at a fixed `--rate` requests/s (open loop: from each request's scheduled

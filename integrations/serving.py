@@ -35,7 +35,7 @@ class GunicornApp(BaseApplication):  # type: ignore[misc]
 def freeze_startup_objects() -> None:
     """Leave what start-up built (modules, classes, the app) out of every later GC pass.
 
-    Those ~120,000 objects live as long as the process. Without this, each full collection
+    Those objects (about 124,000 in a web worker) live as long as the process. Without this, each full collection
     walks them all again, stopping every request thread for tens of milliseconds (it was the
     p99 latency of the ingest benchmark); frozen, a full collection only walks what requests
     made since. https://docs.python.org/3/library/gc.html#gc.freeze
