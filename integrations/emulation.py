@@ -38,6 +38,8 @@ class Server(Protocol):
 
 
 LOOPBACK = "127.0.0.1"
+JSON = "application/json; charset=utf-8"
+Clock = Callable[[], float]  # epoch seconds
 
 
 def control_body() -> dict[str, Any]:

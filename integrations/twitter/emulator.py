@@ -49,18 +49,16 @@ from urllib.parse import quote, unquote, urlsplit
 import requests
 from flask import Flask, Response, request
 
+from integrations.emulation import JSON, LOOPBACK, Clock, control_body, serve_app
 from integrations.emulation import EmulatorRequestHandler as BaseRequestHandler
-from integrations.emulation import control_body, serve_app
 from integrations.twitter.settings import XChannelSettings
 from integrations.twitter.text import MAX_WEIGHTED_LENGTH, weighted_length
 
 log = logging.getLogger("deskbridge.x_emulator")
 
 AuthKind = Literal["app", "user"]
-Clock = Callable[[], float]
 
 SERVER_HEADER = "deskbridge-x-emulator"
-JSON = "application/json; charset=utf-8"
 # X answers auth problems as RFC 7807 documents (seen on real 401s:
 # https://github.com/plhery/node-twitter-api-v2/issues/425).
 PROBLEM_JSON = "application/problem+json"
@@ -76,7 +74,6 @@ SNOWFLAKE_EPOCH_MS = 1288834974657
 # tweepy signs the URL it was asked for (https://api.twitter.com/...) before client.py rebases
 # it onto the emulator, so a signature is accepted for any of these hosts or the real one.
 SIGNED_HOSTS = ("https://api.twitter.com", "https://api.x.com")
-ALLOWED_HOST = "127.0.0.1"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1209,7 +1206,7 @@ class EmulatorRequestHandler(BaseRequestHandler):
     label = "X emulator"
 
 
-def serve(port: int = 0, host: str = ALLOWED_HOST, emulator: XEmulator | None = None) -> None:
+def serve(port: int = 0, host: str = LOOPBACK, emulator: XEmulator | None = None) -> None:
     """Serve the emulator on loopback until SIGINT or SIGTERM; print its base URL first.
 
     The first line of standard output is `http://127.0.0.1:PORT` (flushed at once).

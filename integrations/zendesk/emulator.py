@@ -67,19 +67,16 @@ from urllib.parse import urlencode
 import requests
 from flask import Flask, Response, request
 
+from integrations.emulation import JSON, LOOPBACK, Clock, control_body, serve_app
 from integrations.emulation import EmulatorRequestHandler as BaseRequestHandler
-from integrations.emulation import control_body, serve_app
 from integrations.rebasing import rebase_session
 from integrations.zendesk.settings import ZendeskSettings
 
 log = logging.getLogger("deskbridge.zendesk_emulator")
 
-Clock = Callable[[], float]
 
 SERVER_HEADER = "deskbridge-zendesk-emulator"
-JSON = "application/json; charset=utf-8"
 TEXT = "text/plain; charset=utf-8"
-ALLOWED_HOST = "127.0.0.1"
 API = "/api/v2"
 WINDOW_SECONDS = 60
 # "Keys expire after two hours": https://developer.zendesk.com/api-reference/ticketing/introduction/#idempotency
@@ -884,7 +881,7 @@ class ZendeskEmulator:
             "html_body": c.html_body, "plain_body": c.body, "public": c.public,
             "attachments": [], "audit_id": c.audit_id, "via": c.via,
             "created_at": _iso(c.created_at),
-            "metadata": {"system": {"client": SERVER_HEADER, "ip_address": ALLOWED_HOST,
+            "metadata": {"system": {"client": SERVER_HEADER, "ip_address": LOOPBACK,
                                     "location": None, "latitude": None, "longitude": None},
                          "custom": {}},
         }
@@ -1122,7 +1119,7 @@ class ZendeskEmulator:
         # Shape recorded in zenpy betamax TestSingleTicketCRUD (create and update).
         return {"id": audit_id, "ticket_id": ticket.id, "created_at": _iso(self._now()),
                 "author_id": author, "via": _api_via(),
-                "metadata": {"system": {"client": SERVER_HEADER, "ip_address": ALLOWED_HOST},
+                "metadata": {"system": {"client": SERVER_HEADER, "ip_address": LOOPBACK},
                              "custom": {}},
                 "events": events}
 
@@ -2259,7 +2256,7 @@ class ZendeskEmulatorRequestHandler(BaseRequestHandler):
     label = "Zendesk emulator"
 
 
-def serve(port: int = 0, host: str = ALLOWED_HOST,
+def serve(port: int = 0, host: str = LOOPBACK,
           emulator: ZendeskEmulator | None = None) -> None:
     """Serve the emulator on loopback until SIGINT or SIGTERM; print its base URL first.
 
