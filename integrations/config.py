@@ -158,6 +158,9 @@ class StoreSettings(_MasksUrlPasswords):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str = "sqlite:///var/deskbridge.db"
+    # SQLite only: each web process makes X deliveries durable in a journal file of its own
+    # (`<database>.intake/`) and moves them into the store in batches. See intake.py.
+    journal: bool = True
 
 
 class QueueSettings(_MasksUrlPasswords):

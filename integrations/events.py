@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -146,6 +147,11 @@ def to_record(event: Event) -> dict[str, Any]:
     for f in dataclasses.fields(event):
         record[f.name] = _encode(getattr(event, f.name))
     return record
+
+
+def event_json(event: Event) -> str:
+    """`to_record` as JSON text, as the store keeps it."""
+    return json.dumps(to_record(event), ensure_ascii=False)
 
 
 def from_record(record: Mapping[str, Any]) -> Event:

@@ -211,19 +211,25 @@ class Pipeline:
 
     # ------------------------------------------------------------ accept
 
-    def accept(self, events: Sequence[Event]) -> AcceptResult:
+    def accept(self, events: Sequence[Event], *, records: Sequence[str] | None = None,
+               queue_now: bool = False) -> AcceptResult:
         """Store events durably (deduplicated) and queue the new ones.
 
-        Returns once the items are committed. A queue that is down does not fail the call:
-        the items are safe in the store and the sweeper queues them later.
-        Raises StoreUnavailable when they could not be stored.
+        Returns once the items are committed; the queue write follows on a background thread,
+        or before returning with `queue_now` (for a caller that is such a thread itself).
+        `records` are the events' `event_json`, when the caller has made them already.
+        A queue that is down does not fail the call: the items are safe in the store and the
+        sweeper queues them later. Raises StoreUnavailable when they could not be stored.
         """
         now = self.clock()
-        result = self.store.add_items(events, now)
+        result = self.store.add_items(events, now, records)
         for event, is_new in zip(events, result.is_new, strict=True):
             status = "accepted" if is_new else "duplicate"
             log.info(status, extra={"key": "/".join(event.natural_key), "event": status})
-        self.queue.hand_over(list(result.new_ids))
+        if queue_now:
+            self.queue.send(list(result.new_ids))
+        else:
+            self.queue.hand_over(list(result.new_ids))
         return result
 
     # ------------------------------------------------------------ process

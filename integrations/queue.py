@@ -103,6 +103,12 @@ class TaskQueue:
         if item_ids:
             self._handoff.put(item_ids)
 
+    def send(self, item_ids: list[int]) -> None:
+        """Queue stored items now, in one queue write; a queue that is down is only logged
+        (the items are in the store, and the sweeper queues them)."""
+        if item_ids:
+            self._send_handed_over([item_ids])
+
     def close(self) -> None:
         """Send what was handed over, then close the backend."""
         self._handoff.close()

@@ -20,6 +20,7 @@ from integrations.config import MappingSettings, Settings
 from integrations.errors import ConfigurationError, DeskbridgeError
 from integrations.events import MessageKind
 from integrations.helpdesk import Helpdesk
+from integrations.intake import Intake, make_intake
 from integrations.linking import LinkRules
 from integrations.pipeline import Clock, Pipeline, RetryPolicy, Route, utcnow
 from integrations.providers import CHANNEL_ADAPTERS, HELPDESK_ADAPTERS
@@ -117,6 +118,19 @@ class Runtime:
                              max_seconds=q.backoff_max_seconds, lease_seconds=q.lease_seconds)
         self.pipeline = Pipeline(self.store, self.queue, self.router, policy=policy, clock=clock,
                                  rng=rng, sweep_grace=timedelta(seconds=q.sweep_grace_seconds))
+        self.intake: Intake = make_intake(self.pipeline, settings.store.url,
+                                          journal=settings.store.journal)
+
+    def recover_intake(self) -> int:
+        """Move what stopped processes left in their intake journals into the store.
+
+        A store that is down is logged, not raised: the next sweep or start tries again.
+        """
+        try:
+            return self.intake.recover()
+        except DeskbridgeError as err:
+            log.warning("intake recovery failed; will try again", extra={"error": str(err)})
+            return 0
 
     def upgrade_schema(self) -> str | None:
         """Bring the store's schema to the newest migration."""
@@ -161,6 +175,7 @@ class Runtime:
 
         def loop() -> None:
             while True:
+                self.recover_intake()
                 try:
                     self.pipeline.sweep()
                 except DeskbridgeError as err:
@@ -181,6 +196,7 @@ class Runtime:
                 for c in self.settings.channels.values() if c.type == "x" and c.poll]
 
     def close(self) -> None:
+        self.intake.close()  # before the queue: what it moves into the store gets queued
         self.queue.close()
         self.store.dispose()
 

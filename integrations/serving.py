@@ -16,7 +16,8 @@ class GunicornApp(BaseApplication):  # type: ignore[misc]
         self.config_path = config_path
         # gthread: while one request waits on the store's fsync, another does its CPU work.
         self.options = {"worker_class": "gthread", "threads": 4, "graceful_timeout": 20,
-                        "timeout": 30, "accesslog": None, **options}
+                        "timeout": 30, "accesslog": None, "worker_exit": _close_runtime,
+                        **options}
         super().__init__()
 
     def load_config(self) -> None:
@@ -28,8 +29,20 @@ class GunicornApp(BaseApplication):  # type: ignore[misc]
         from webhook_server import create_app
 
         app = create_app(load(self.config_path))
+        # A worker that died left its intake journal behind: its replacement moves it in.
+        app.extensions["deskbridge"].recover_intake()
+        _APPS.append(app)
         freeze_startup_objects()
         return app
+
+
+_APPS: list[Flask] = []  # the app this worker process serves (after the fork: one)
+
+
+def _close_runtime(server: Any, worker: Any) -> None:
+    """On a worker's way out: what its intake journal holds goes into the store first."""
+    for app in _APPS:
+        app.extensions["deskbridge"].close()
 
 
 def freeze_startup_objects() -> None:

@@ -51,7 +51,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from integrations.batching import Batcher
 from integrations.errors import StoreUnavailable
-from integrations.events import Event, event_type_name, from_record, to_record
+from integrations.events import Event, event_json, event_type_name, from_record
 from integrations.filelock import WriteLock, held
 from integrations.groupcommit import GroupCommitter
 
@@ -593,16 +593,20 @@ class Store:
 
     # ------------------------------------------------------------ inbox
 
-    def add_items(self, events: Sequence[Event], now: datetime) -> AcceptResult:
-        """Store events once per natural key, in one transaction; duplicates are no-ops."""
+    def add_items(self, events: Sequence[Event], now: datetime,
+                  records: Sequence[str] | None = None) -> AcceptResult:
+        """Store events once per natural key, in one transaction; duplicates are no-ops.
+
+        `records`, when given, are the events' `to_record` JSON, already made by the caller.
+        """
         if not events:
             return AcceptResult((), ())
         rows, seen = [], set()
-        for ev in events:
+        for n, ev in enumerate(events):
             if ev.natural_key in seen:
                 continue
             seen.add(ev.natural_key)
-            rows.append(self._item_row(ev, now))
+            rows.append(self._item_row(ev, now, records[n] if records is not None else None))
         inserted = self._inserts.submit(rows)
         new_keys = {(r[1], r[2], r[3]) for r in inserted}
         is_new = []
@@ -628,7 +632,7 @@ class Store:
             raise StoreUnavailable(f"store unavailable: {type(err).__name__}: {err}") from err
 
     @staticmethod
-    def _item_row(ev: Event, now: datetime) -> dict[str, Any]:
+    def _item_row(ev: Event, now: datetime, record: str | None) -> dict[str, Any]:
         channel, account, provider_id = ev.natural_key
         return {
             "channel": channel,
@@ -636,7 +640,7 @@ class Store:
             "provider_id": provider_id,
             "event_type": event_type_name(ev),
             "conversation_key": ev.conversation_key,
-            "payload": json.dumps(to_record(ev), ensure_ascii=False),
+            "payload": record if record is not None else event_json(ev),
             "status": ItemStatus.ACCEPTED,
             "attempts": 0,
             "deferrals": 0,

@@ -94,6 +94,7 @@ class World:
     def settle(self) -> None:
         """Run every queued item, as workers would, until nothing is left."""
         for _ in range(50):
+            self.runtime.intake.flush()
             self.runtime.queue.promote_scheduled(FAR_FUTURE)
             if not self.runtime.queue.run_pending(as_of=FAR_FUTURE):
                 return

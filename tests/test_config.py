@@ -474,7 +474,8 @@ def test_repr_masks_store_and_queue_passwords(secret_laden: Settings) -> None:
 def test_redacted_settings_hide_every_secret(secret_laden: Settings) -> None:
     redacted = secret_laden.redacted()
 
-    assert redacted["store"] == {"url": "postgresql://deskbridge:***@db.internal/deskbridge"}
+    assert redacted["store"] == {"url": "postgresql://deskbridge:***@db.internal/deskbridge",
+                                 "journal": True}
     assert dig(redacted, "channels", "acme_x", "consumer_secret") == "[redacted]"
     assert dig(redacted, "helpdesks", "zd", "subdomain") == "acme"
     for name, secret in SECRETS.items():

@@ -77,9 +77,9 @@ def _deliver(runtime: Runtime, accounts: XAccounts, channel: str | None) -> tupl
         # A retry cannot fix this, so X is told "fine" and the admin is told in the log.
         log.warning("X events for an account that is not configured here",
                     extra={"account": delivery.account_id, "events": len(delivery.events)})
-        return jsonify(accepted=0, duplicates=0, reason="account not configured"), 200
-    result = runtime.pipeline.accept(delivery.events)
+        return jsonify(received=0, reason="account not configured"), 200
+    # Durable on return; deduplicated and queued on the way into the store (intake.py).
+    received = runtime.intake.receive(delivery.events)
     if delivery.unknown:
         log.info("X events ignored", extra={"types": ",".join(delivery.unknown)})
-    return jsonify(accepted=len(result.new_ids), duplicates=result.is_new.count(False),
-                   ignored=list(delivery.unknown)), 200
+    return jsonify(received=received, ignored=list(delivery.unknown)), 200

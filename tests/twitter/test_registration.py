@@ -76,6 +76,7 @@ def test_register_subscribe_and_receive(
     body["for_user_id"] = x_emulator.account.id
     (delivery,) = x_emulator.deliver(json.dumps(body).encode())
     assert delivery["status"] == 200
+    assert runtime.intake.flush()
     (item,) = runtime.store.list_items()
     assert item.account == x_emulator.account.id
     assert item.event.text.endswith("What do I do next?")  # type: ignore[union-attr]
