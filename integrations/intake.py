@@ -119,9 +119,11 @@ class JournalIntake:
                 # This is a background thread already: the queue write need not leave it.
                 self.pipeline.accept(events, records=records, queue_now=True)
                 break
-            except DeskbridgeError as err:
-                log.warning("store not taking received items; retrying", extra={
-                    "items": len(events), "retry_in": delay, "error": str(err)})
+            except Exception as err:  # noqa: BLE001 -- whatever it is, the items must not be dropped
+                level = logging.WARNING if isinstance(err, DeskbridgeError) else logging.ERROR
+                log.log(level, "store not taking received items; retrying", extra={
+                    "items": len(events), "retry_in": delay,
+                    "error": f"{type(err).__name__}: {err}"})
                 if self._stopping.wait(delay):
                     return  # they stay in the journal, for the next process to recover
                 delay = min(self._retry[1], delay * 2)

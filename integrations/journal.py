@@ -77,11 +77,11 @@ class Segment:
         The new header needs no fsync of its own: the next append's `fdatasync` flushes it with
         its records, and until then the old records it hides were all in the store already.
         """
+        self._allocate(HEADER_BYTES + CHUNK)  # first: it writes zeros from offset 0 on
         self.generation += 1
         os.pwrite(self.fd, HEADER.pack(MAGIC, self.generation), 0)
         self.offset = HEADER_BYTES
         self.last_seq = 0
-        self._allocate(HEADER_BYTES + CHUNK)
 
     def append(self, records: Sequence[Record]) -> None:
         """Write records after the last ones and make them durable (raises OSError)."""
