@@ -86,6 +86,7 @@ class JournalIntake:
         self._taken = 0  # every record up to this sequence number is in the store
         self._taken_changed = threading.Condition()
         self._stopping = threading.Event()
+        self._gave_up = False  # a batch was left in the journal at shutdown
         self._journal: Journal[Event] | None = None
         self._pid: int | None = None
         self._open_lock = threading.Lock()
@@ -125,7 +126,8 @@ class JournalIntake:
                     "items": len(events), "retry_in": delay,
                     "error": f"{type(err).__name__}: {err}"})
                 if self._stopping.wait(delay):
-                    return  # they stay in the journal, for the next process to recover
+                    self._gave_up = True  # they stay in the journal, for recovery
+                    return
                 delay = min(self._retry[1], delay * 2)
         with self._taken_changed:
             self._taken = batches[-1][-1][0].seq
@@ -146,6 +148,9 @@ class JournalIntake:
         for path, fd in orphans(self.directory, own):
             try:
                 moved += self._recover_segment(path, fd)
+            except Exception as err:  # noqa: BLE001 -- one bad journal must not hold up the others
+                log.error("could not recover a journal; it is kept", extra={
+                    "journal": path.name, "error": f"{type(err).__name__}: {err}"})
             finally:
                 os.close(fd)
         return moved
@@ -162,16 +167,19 @@ class JournalIntake:
 
     def close(self) -> None:
         """Move what is waiting into the store; remove the journal if all of it got there."""
+        with self._open_lock:
+            journal, self._journal = self._journal, None
+            own = journal is not None and self._pid == os.getpid()
+        if journal is not None and own:
+            journal.seal()  # a request still under way gets a 503, not a record left behind
         drained = self._moves.flush(10.0)
         self._stopping.set()
         self._moves.close()
-        with self._open_lock:
-            journal, self._journal = self._journal, None
-            if journal is not None and self._pid == os.getpid():
-                journal.close(remove=drained and self._all_taken(journal))
+        if journal is not None and own:
+            journal.close(remove=drained and self._all_taken(journal))
 
     def _all_taken(self, journal: Journal[Event]) -> bool:
-        return all(s.last_seq <= self._taken for s in journal.segments)
+        return not self._gave_up and all(s.last_seq <= self._taken for s in journal.segments)
 
 
 def make_intake(pipeline: Pipeline, store_url: str, *, journal: bool) -> Intake:

@@ -62,8 +62,12 @@ class Segment:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        # Made and locked under another name, then renamed: a recovering process must never
+        # find (and take as abandoned) a segment that is not locked yet.
+        making = path.with_name(path.name + ".new")
+        self.fd = os.open(making, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(making, path)
         self.generation = 0
         self.allocated = 0
         self.offset = HEADER_BYTES
@@ -128,6 +132,7 @@ class Journal(Generic[T]):
         self._wait_taken = wait_taken
         self._switch_timeout = switch_timeout
         self._seq = 0
+        self._sealed = False
         self._lock = threading.Lock()
         self._commits: GroupCommitter[list[tuple[bytes, T]], int] = GroupCommitter(self._commit)
 
@@ -141,6 +146,8 @@ class Journal(Generic[T]):
 
     def _commit(self, batches: Sequence[list[tuple[bytes, T]]]) -> list[int]:
         with self._lock:
+            if self._sealed:
+                raise StoreUnavailable("shutting down: intake journal closed")
             entries: list[tuple[Record, T]] = []
             for batch in batches:
                 for payload, item in batch:
@@ -166,9 +173,15 @@ class Journal(Generic[T]):
         other.restart()
         self._active = 1 - self._active
 
+    def seal(self) -> None:
+        """Refuse appends from now on; returns once an append under way has finished."""
+        with self._lock:
+            self._sealed = True
+
     def close(self, remove: bool) -> None:
         """Close the segment files; `remove` deletes them (everything reached the store)."""
         with self._lock:
+            self._sealed = True
             for segment in self.segments:
                 segment.close(remove)
 

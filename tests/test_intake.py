@@ -279,3 +279,21 @@ def test_direct_intake_stores_before_returning(runtime: Runtime) -> None:
     intake = make_intake(runtime.pipeline, "sqlite:///:memory:", journal=True)
     assert intake.receive([message("61"), message("61")]) == 2
     assert stored_ids(runtime) == ["61"]
+
+
+def test_a_journal_that_cannot_be_read_does_not_hold_up_the_others(
+    runtime: Runtime, journal_dir: Path,
+) -> None:
+    """An unreadable journal is kept and reported; the next one is still recovered."""
+    from integrations.events import event_json
+    from integrations.journal import Journal
+
+    for payload in (b"not an event record", event_json(message("81")).encode()):
+        left = Journal[None](journal_dir, segment_bytes=1 << 20, on_durable=lambda _: None,
+                             wait_taken=lambda _seq, _timeout: True)
+        left.append([(payload, None)])
+        left.close(remove=False)  # as a process that died would leave it
+    assert runtime.intake.recover() == 1
+    assert stored_ids(runtime) == ["81"]
+    (kept,) = journals(journal_dir)  # the unreadable segment (its empty twin is gone)
+    assert b"not an event record" in kept.read_bytes()

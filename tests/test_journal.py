@@ -204,3 +204,23 @@ def test_orphans_skips_live_journals_and_yields_one_left_behind(journal_dir: Pat
 def test_orphans_of_a_missing_directory_is_empty(tmp_path: Path) -> None:
     """A store that never had a journal has nothing to recover."""
     assert list(orphans(tmp_path / "nowhere", frozenset())) == []
+
+
+def test_a_sealed_journal_refuses_appends_so_nothing_is_answered_after_shutdown(
+    journal_dir: Path,
+) -> None:
+    """A request still under way at shutdown gets a 503 (X retries), not a record nobody moves."""
+    journal, durable = make_journal(journal_dir)
+    journal.seal()
+    with pytest.raises(StoreUnavailable, match="shutting down"):
+        journal.append([(b"late", "item")])
+    assert durable == []
+    journal.close(remove=True)
+
+
+def test_a_segment_appears_under_its_name_only_once_locked(journal_dir: Path) -> None:
+    """Recovery never finds a journal in the moment between its creation and its lock."""
+    journal, _ = make_journal(journal_dir)
+    assert sorted(p.suffix for p in journal_dir.iterdir()) == [".journal", ".journal"]
+    assert list(orphans(journal_dir, frozenset())) == []  # both are locked by their maker
+    journal.close(remove=True)
