@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
+import requests
 from flask import request
 from werkzeug.serving import WSGIRequestHandler, make_server
 
@@ -40,6 +41,13 @@ class Server(Protocol):
 LOOPBACK = "127.0.0.1"
 JSON = "application/json; charset=utf-8"
 Clock = Callable[[], float]  # epoch seconds
+
+
+def loopback_session() -> requests.Session:
+    """A requests session for the emulators' own calls; loopback never goes through a proxy."""
+    session = requests.Session()
+    session.trust_env = False
+    return session
 
 
 def control_body() -> dict[str, Any]:

@@ -49,7 +49,14 @@ from urllib.parse import quote, unquote, urlsplit
 import requests
 from flask import Flask, Response, request
 
-from integrations.emulation import JSON, LOOPBACK, Clock, control_body, serve_app
+from integrations.emulation import (
+    JSON,
+    LOOPBACK,
+    Clock,
+    control_body,
+    loopback_session,
+    serve_app,
+)
 from integrations.emulation import EmulatorRequestHandler as BaseRequestHandler
 from integrations.twitter.settings import XChannelSettings
 from integrations.twitter.text import MAX_WEIGHTED_LENGTH, weighted_length
@@ -606,8 +613,7 @@ class XEmulator:
         limits = {key: spec.limit for key, spec in ROUTES.items()} | dict(rate_limits or {})
         self._windows = {key: _Window(limits[key]) for key in ROUTES}
         self._last_id = 0
-        self._http = requests.Session()
-        self._http.trust_env = False  # never send loopback traffic through a proxy
+        self._http = loopback_session()
         self._handlers = self._handler_table()
 
     def _handler_table(self) -> dict[str, Callable[[ApiRequest], ApiResult]]:

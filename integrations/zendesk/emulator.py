@@ -67,7 +67,14 @@ from urllib.parse import urlencode
 import requests
 from flask import Flask, Response, request
 
-from integrations.emulation import JSON, LOOPBACK, Clock, control_body, serve_app
+from integrations.emulation import (
+    JSON,
+    LOOPBACK,
+    Clock,
+    control_body,
+    loopback_session,
+    serve_app,
+)
 from integrations.emulation import EmulatorRequestHandler as BaseRequestHandler
 from integrations.rebasing import rebase_session
 from integrations.zendesk.settings import ZendeskSettings
@@ -711,8 +718,7 @@ class ZendeskEmulator:
         self._triggers: dict[int, _Trigger] = {}
         self._idempotency: dict[str, _Idempotent] = {}
         self._deliveries: list[dict[str, Any]] = []
-        self._http = requests.Session()
-        self._http.trust_env = False  # never send loopback traffic through a proxy
+        self._http = loopback_session()
         self.agent_id = self._new_user(agent_name, self.credentials.email, "agent", None).id
         self._handlers = self._handler_table()
 
@@ -2307,8 +2313,7 @@ def zenpy_client(base_url: str, subdomain: str = "acme", email: str = Credential
     """
     from zenpy import Zenpy
     prefix = f"https://{subdomain}.zendesk.com"
-    session = requests.Session()
-    session.trust_env = False  # never send loopback traffic through a proxy
+    session = loopback_session()
     rebase_session(session, base_url, prefix)
     if raise_on_rate_limit:
         session.hooks["response"].append(_raise_on_rate_limit)
