@@ -21,8 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy.engine import make_url
-
 from integrations.batching import Batcher
 from integrations.errors import DeskbridgeError
 from integrations.events import Event, event_json, from_record
@@ -80,7 +78,6 @@ class JournalIntake:
                  max_retry_seconds: float = 10.0) -> None:
         self.pipeline = pipeline
         self.directory = directory
-        self._linger = linger
         self._segment_bytes = segment_bytes
         self._retry = (retry_seconds, max_retry_seconds)
         self._taken = 0  # every record up to this sequence number is in the store
@@ -156,9 +153,11 @@ class JournalIntake:
         return moved
 
     def _recover_segment(self, path: Path, fd: int) -> int:
-        events = [from_record(json.loads(r.payload)) for r in read_segment(fd)]
+        records = [r.payload.decode() for r in read_segment(fd)]
+        events = [from_record(json.loads(r)) for r in records]
         for start in range(0, len(events), RECOVERY_BATCH):
-            self.pipeline.accept(events[start:start + RECOVERY_BATCH])
+            end = start + RECOVERY_BATCH
+            self.pipeline.accept(events[start:end], records=records[start:end])
         path.unlink(missing_ok=True)
         if events:
             log.warning("recovered received items from a stopped process's journal",
@@ -182,10 +181,9 @@ class JournalIntake:
         return not self._gave_up and all(s.last_seq <= self._taken for s in journal.segments)
 
 
-def make_intake(pipeline: Pipeline, store_url: str, *, journal: bool) -> Intake:
-    """A journal beside a SQLite store's file (when `journal`); otherwise straight in."""
-    url = make_url(store_url)
-    database = url.database
-    if journal and url.get_backend_name() == "sqlite" and database and database != ":memory:":
+def make_intake(pipeline: Pipeline, *, journal: bool) -> Intake:
+    """A journal beside the pipeline's SQLite store file (when `journal`); else straight in."""
+    database = pipeline.store.sqlite_file
+    if journal and database:
         return JournalIntake(pipeline, Path(f"{database}.intake"))
     return DirectIntake(pipeline)

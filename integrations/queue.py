@@ -15,11 +15,11 @@ from typing import Any
 
 from huey import Huey, RedisHuey, SqliteHuey
 from huey.storage import SqliteStorage
-from sqlalchemy.engine import make_url
 
 from integrations.batching import Batcher
 from integrations.errors import ConfigurationError, DeskbridgeError
 from integrations.filelock import WriteLock, held
+from integrations.store import sqlite_file
 
 log = logging.getLogger("deskbridge.queue")
 
@@ -49,8 +49,8 @@ def create_huey(url: str, name: str = "deskbridge") -> Huey:
     if scheme in ("redis", "rediss", "unix"):
         return RedisHuey(name, url=url, results=False)
     if scheme == "sqlite":
-        filename = make_url(url).database
-        if not filename or filename == ":memory:":
+        filename = sqlite_file(url)
+        if not filename:
             raise ConfigurationError("queue.url: a SQLite queue needs a file, not memory")
         Path(filename).parent.mkdir(parents=True, exist_ok=True)
         # No fsync: the queue only carries item ids. The item itself is already on disk in

@@ -118,8 +118,7 @@ class Runtime:
                              max_seconds=q.backoff_max_seconds, lease_seconds=q.lease_seconds)
         self.pipeline = Pipeline(self.store, self.queue, self.router, policy=policy, clock=clock,
                                  rng=rng, sweep_grace=timedelta(seconds=q.sweep_grace_seconds))
-        self.intake: Intake = make_intake(self.pipeline, settings.store.url,
-                                          journal=settings.store.journal)
+        self.intake: Intake = make_intake(self.pipeline, journal=settings.store.journal)
 
     def recover_intake(self) -> int:
         """Move what stopped processes left in their intake journals into the store.

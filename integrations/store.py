@@ -45,7 +45,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -352,6 +352,15 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def sqlite_file(url: str | URL) -> str | None:
+    """The database file of a SQLite URL; None for another database or a SQLite in memory."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() == "sqlite" and database and database != ":memory:":
+        return database
+    return None
+
+
 def create_store_engine(url: str) -> Engine:
     """An engine for a store URL; SQLite gets WAL, full fsync and immediate write locks.
 
@@ -361,8 +370,8 @@ def create_store_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
-    database = parsed.database
-    if database and database != ":memory:":
+    database = sqlite_file(parsed)
+    if database:
         try:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -426,8 +435,7 @@ class FastInsert:
         types = {c.name: c.type for c in InboxItem.__table__.columns}
         self.processors = {name: types[name].bind_processor(engine.dialect) for name in columns}
         self.sqlite = engine.dialect.name == "sqlite"
-        database = engine.url.database
-        self.dedicated = self.sqlite and bool(database) and database != ":memory:"
+        self.dedicated = sqlite_file(engine.url) is not None
         self._own: Any = None  # the SQLite file's dedicated connection (see above)
         self._own_pid: int | None = None
 
@@ -542,9 +550,8 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_store_engine(url)
-        database = self.engine.url.database
-        self._write_lock = (WriteLock(f"{database}.lock") if self.dialect == "sqlite"
-                            and database and database != ":memory:" else None)
+        self.sqlite_file = sqlite_file(self.engine.url)  # None: not a SQLite file
+        self._write_lock = WriteLock(f"{self.sqlite_file}.lock") if self.sqlite_file else None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._fast_insert = FastInsert(self.engine, (
             _upsert(self.dialect, InboxItem)
