@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeAlias
 
+from integrations import jsontext
 from integrations.errors import PayloadError
 
 
@@ -151,7 +151,12 @@ def to_record(event: Event) -> dict[str, Any]:
 
 def event_json(event: Event) -> str:
     """`to_record` as JSON text, as the store keeps it."""
-    return json.dumps(to_record(event), ensure_ascii=False)
+    return jsontext.dumps_text(to_record(event))
+
+
+def event_json_bytes(event: Event) -> bytes:
+    """`event_json` as UTF-8 bytes (as the intake journal keeps it)."""
+    return jsontext.dumps(to_record(event))
 
 
 def from_record(record: Mapping[str, Any]) -> Event:

@@ -13,7 +13,6 @@ lost; a duplicate found on the way costs nothing.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -21,9 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from integrations import jsontext
 from integrations.batching import Batcher
 from integrations.errors import DeskbridgeError
-from integrations.events import Event, event_json, from_record
+from integrations.events import Event, event_json_bytes, from_record
 from integrations.journal import Journal, Record, orphans, read_segment
 from integrations.pipeline import Pipeline
 
@@ -92,7 +92,7 @@ class JournalIntake:
 
     def receive(self, events: Sequence[Event]) -> int:
         if events:
-            self._journal_here().append([(event_json(e).encode(), e) for e in events])
+            self._journal_here().append([(event_json_bytes(e), e) for e in events])
         return len(events)
 
     def _journal_here(self) -> Journal[Event]:
@@ -154,7 +154,7 @@ class JournalIntake:
 
     def _recover_segment(self, path: Path, fd: int) -> int:
         records = [r.payload.decode() for r in read_segment(fd)]
-        events = [from_record(json.loads(r)) for r in records]
+        events = [from_record(jsontext.loads(r)) for r in records]
         for start in range(0, len(events), RECOVERY_BATCH):
             end = start + RECOVERY_BATCH
             self.pipeline.accept(events[start:end], records=records[start:end])

@@ -71,7 +71,7 @@ def _crc(accounts: XAccounts, channel: str | None) -> tuple[Response, int]:
 
 def _deliver(runtime: Runtime, accounts: XAccounts, channel: str | None) -> tuple[Response, int]:
     body = request.get_data(cache=False)
-    secret = verify_signature(dict(request.headers), body, accounts.secrets(channel))
+    secret = verify_signature(request.headers, body, accounts.secrets(channel))
     delivery = parse_delivery(body, runtime.pipeline.clock())
     if delivery.events and accounts.secret_of_account.get(delivery.account_id or "") != secret:
         # A retry cannot fix this, so X is told "fine" and the admin is told in the log.

@@ -19,8 +19,9 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
+from integrations import jsontext
 from integrations.errors import PayloadError, VerificationError
 from integrations.events import Deletion, Event, MessageKind, SocialMessage, SocialUser
 
@@ -43,6 +44,14 @@ NOTICES = frozenset({"user_event", "replay_job_status"})
 # ---------------------------------------------------------------- CRC and signatures
 
 
+class HeaderLookup(Protocol):
+    """A request's headers: a plain mapping, or werkzeug's (case-insensitive) `Headers`."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+    def items(self) -> Iterable[tuple[str, str]]: ...
+
+
 def sign(consumer_secret: str, body: bytes) -> str:
     """`sha256=` + base64 HMAC-SHA256: X's `x-twitter-webhooks-signature` of a body, and its
     CRC response token of a `crc_token`."""
@@ -55,7 +64,7 @@ def crc_response(consumer_secret: str, crc_token: str) -> dict[str, str]:
     return {"response_token": sign(consumer_secret, crc_token.encode())}
 
 
-def verify_signature(headers: Mapping[str, str], body: bytes, secrets: Sequence[str]) -> str:
+def verify_signature(headers: HeaderLookup, body: bytes, secrets: Sequence[str]) -> str:
     """Which of the configured consumer secrets signed this raw body.
 
     Fails closed, in constant time per secret: raises VerificationError when there is no
@@ -63,14 +72,22 @@ def verify_signature(headers: Mapping[str, str], body: bytes, secrets: Sequence[
     """
     if not secrets:
         raise VerificationError("no X consumer secret is configured to verify this request")
-    lowered = {k.lower(): v for k, v in headers.items()}
-    given = lowered.get(SIGNATURE_HEADER, "")
+    given = _header(headers, SIGNATURE_HEADER)
     if not given:
         raise VerificationError(f"missing {SIGNATURE_HEADER} header")
     matched = [s for s in secrets if hmac.compare_digest(sign(s, body).encode(), given.encode())]
     if not matched:
         raise VerificationError(f"{SIGNATURE_HEADER} does not match the body")
     return matched[0]
+
+
+def _header(headers: HeaderLookup, name: str) -> str:
+    # A request's own headers (werkzeug's) are found case-insensitively by `get`, without
+    # copying them all; any other mapping is searched whatever its keys' case.
+    value = headers.get(name)
+    if value is None:
+        value = next((v for k, v in headers.items() if k.lower() == name), "")
+    return value
 
 
 # ---------------------------------------------------------------- parsing
@@ -88,7 +105,7 @@ class Delivery:
 def load_json(body: bytes) -> dict[str, Any]:
     """The body as a JSON object; raises PayloadError with the reason otherwise."""
     try:
-        payload = json.loads(body)
+        payload = jsontext.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise PayloadError(f"body is not valid JSON: {err}") from err
     if not isinstance(payload, dict):

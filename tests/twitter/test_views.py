@@ -171,3 +171,19 @@ def test_deletes_and_dms_are_accepted(tmp_path: Path, name: str) -> None:
     (item,) = rt.store.list_items()
     assert item.event_type == ("deletion" if "delete" in name else "message")
     rt.close()
+
+
+def test_text_only_the_standard_library_reads_is_stored_as_sent(
+        client: FlaskClient, runtime: Runtime) -> None:
+    # The recorded mention, its text cut inside an emoji (a lone surrogate: orjson refuses it,
+    # json reads it) and an unknown event type so named: the fast JSON path must fall back.
+    data = json.loads(payload("account_activity/tweet_create_mention.json"))
+    data["tweet_create_events"][0]["text"] = "@brand help \ud83d"
+    data["odd_\udcff_events"] = []
+    body = json.dumps(data).encode()  # ASCII, the surrogates escaped as X's JSON would
+    response = client.post("/webhooks/x", data=body, headers=signed(body))
+    assert response.status_code == 200
+    assert response.get_json() == {"received": 1, "ignored": ["odd_\udcff_events"]}
+    assert runtime.intake.flush()
+    item = runtime.store.find_item("x", ACCOUNT, "1332557345071644672")
+    assert item is not None and item.payload["text"] == "@brand help \ud83d"
