@@ -1,36 +1,52 @@
-"""How a webhook's events reach the store: straight in, or through this process's journal.
+"""How a webhook's events reach the store: straight in, or through the web process's journal.
 
 `Intake.receive(events)` returns once the events are durable; that is when the sender gets its
 200. On PostgreSQL it is `Pipeline.accept` (the database takes concurrent commits well). On
-the embedded SQLite store the events go into the process's journal (`integrations/journal.py`)
-and a background thread moves them into the store with `Pipeline.accept`, many requests to a
-transaction, within `linger` seconds: deduplicated, logged and queued there as any accepted
-item. If the store is down the thread retries with backoff, and the journal keeps the events
-meanwhile; if the process dies, the next deskbridge process to start (or the worker's sweeper)
-finds its journal and moves what it holds into the store. Nothing that was answered 200 is
-lost; a duplicate found on the way costs nothing.
+the embedded SQLite store the events go into the web process's journal
+(`integrations/journal.py`), and a mover takes them into the store with `Pipeline.accept`,
+many to a transaction: deduplicated, logged and queued there as any accepted item. The mover
+is a thread of `deskbridge worker` and of `deskbridge run`, never of a `deskbridge serve` web
+process: the web tier only verifies, parses and makes durable (DESIGN.md). It reads every
+segment in the journal directory, each from where the last mover stopped (kept beside the
+segment in a `.moved` file, so movers in several processes, or one that restarted, go on
+from there), and removes a segment once its writer has released it and all of it is in the
+store. If the store is down the mover retries with backoff and the journal keeps the events
+meanwhile; if a web process dies, its segment is released with it. Nothing that was answered
+200 is lost; a record moved twice (a mover that died between the store's commit and its
+`.moved` write) is a duplicate, and costs nothing.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import struct
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
 from integrations import jsontext
-from integrations.batching import Batcher
 from integrations.errors import DeskbridgeError
 from integrations.events import Event, event_json_bytes, from_record
-from integrations.journal import Journal, Record, orphans, read_segment
+from integrations.journal import (
+    HEADER_BYTES,
+    Journal,
+    Record,
+    open_segment,
+    read_records,
+    segment_paths,
+)
 from integrations.pipeline import Pipeline
 
 log = logging.getLogger("deskbridge.intake")
 
 SEGMENT_BYTES = 8 << 20
-RECOVERY_BATCH = 500
+MOVE_BATCH = 500
+PROGRESS = struct.Struct("<Q")  # the offset up to which a segment's records are in the store
 
 
 class Intake(Protocol):
@@ -43,7 +59,11 @@ class Intake(Protocol):
         ...
 
     def recover(self) -> int:
-        """Move what dead processes left in their journals into the store; returns how many."""
+        """Move what the journals hold into the store now; returns how many were moved."""
+        ...
+
+    def start(self, stop: threading.Event) -> None:
+        """Move journals into the store on a thread of this process until `stop` is set."""
         ...
 
     def close(self) -> None:
@@ -66,124 +86,231 @@ class DirectIntake:
     def recover(self) -> int:
         return 0
 
+    def start(self, stop: threading.Event) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
 
 class JournalIntake:
-    """Events made durable in this process's journal, then moved to the store in batches."""
+    """Events made durable in this process's journal; moved into the store by a mover.
 
-    def __init__(self, pipeline: Pipeline, directory: Path, *, linger: float = 0.02,
-                 segment_bytes: int = SEGMENT_BYTES, retry_seconds: float = 0.5,
-                 max_retry_seconds: float = 10.0) -> None:
+    `moves`: whether this process moves journals (worker, run), and so moves its own last
+    records at `close`; a `serve` web process leaves them to the worker.
+    """
+
+    def __init__(self, pipeline: Pipeline, directory: Path, *, moves: bool = True,
+                 poll_seconds: float = 0.02, segment_bytes: int = SEGMENT_BYTES,
+                 retry_seconds: float = 0.5, max_retry_seconds: float = 10.0,
+                 close_seconds: float = 10.0) -> None:
         self.pipeline = pipeline
         self.directory = directory
+        self.moves = moves
+        self._poll = poll_seconds
         self._segment_bytes = segment_bytes
         self._retry = (retry_seconds, max_retry_seconds)
-        self._taken = 0  # every record up to this sequence number is in the store
-        self._taken_changed = threading.Condition()
-        self._stopping = threading.Event()
-        self._gave_up = False  # a batch was left in the journal at shutdown
-        self._journal: Journal[Event] | None = None
+        self._close_seconds = close_seconds  # how long close() waits for a store that is down
+        self._journal: Journal | None = None
         self._pid: int | None = None
         self._open_lock = threading.Lock()
-        self._moves: Batcher[list[tuple[Record, Event]]] = Batcher(
-            self._move, linger=linger, name="deskbridge-intake")
+        self._mover = Mover(pipeline, directory)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def receive(self, events: Sequence[Event]) -> int:
         if events:
-            self._journal_here().append([(event_json_bytes(e), e) for e in events])
+            self._journal_here().append([event_json_bytes(e) for e in events])
         return len(events)
 
-    def _journal_here(self) -> Journal[Event]:
+    def _journal_here(self) -> Journal:
         with self._open_lock:
             if self._journal is None or self._pid != os.getpid():  # a fork's child starts anew
-                self._taken = 0
-                self._journal = Journal(self.directory, segment_bytes=self._segment_bytes,
-                                        on_durable=self._durable, wait_taken=self._wait_taken)
+                self._journal = Journal(self.directory, segment_bytes=self._segment_bytes)
                 self._pid = os.getpid()
             return self._journal
 
-    def _durable(self, entries: list[tuple[Record, Event]]) -> None:
-        # Called by the journal in sequence order, so the store takes records in that order.
-        self._moves.put(entries)
+    def _own(self) -> Journal | None:
+        return self._journal if self._pid == os.getpid() else None
 
-    def _move(self, batches: list[list[tuple[Record, Event]]]) -> None:
-        events = [event for batch in batches for _, event in batch]
-        records = [record.payload.decode() for batch in batches for record, _ in batch]
+    def recover(self) -> int:
+        """One pass of the mover over every segment; raises what the store raised."""
+        return self._mover.move()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Move until every record this process wrote is in the store; False on timeout."""
+        journal = self._own()
+        return journal is None or self._move_until(journal.written(), timeout)
+
+    def _move_until(self, written: dict[Path, int], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
         delay = self._retry[0]
         while True:
             try:
-                # This is a background thread already: the queue write need not leave it.
-                self.pipeline.accept(events, records=records, queue_now=True)
-                break
-            except Exception as err:  # noqa: BLE001 -- whatever it is, the items must not be dropped
-                level = logging.WARNING if isinstance(err, DeskbridgeError) else logging.ERROR
-                log.log(level, "store not taking received items; retrying", extra={
-                    "items": len(events), "retry_in": delay,
-                    "error": f"{type(err).__name__}: {err}"})
-                if self._stopping.wait(delay):
-                    self._gave_up = True  # they stay in the journal, for recovery
-                    return
-                delay = min(self._retry[1], delay * 2)
-        with self._taken_changed:
-            self._taken = batches[-1][-1][0].seq
-            self._taken_changed.notify_all()
+                self._mover.move()
+            except Exception as err:  # noqa: BLE001 -- reported; the records wait in the journal
+                _log_refusal(err, delay)
+            if self._mover.has_moved(written):
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(delay, left))
+            delay = min(self._retry[1], delay * 2)
 
-    def _wait_taken(self, seq: int, timeout: float) -> bool:
-        self._moves.flush(0)  # stop lingering
-        with self._taken_changed:
-            return self._taken_changed.wait_for(lambda: self._taken >= seq, timeout)
+    def start(self, stop: threading.Event) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, args=(stop,), daemon=True,
+                                            name="deskbridge-intake")
+            self._thread.start()
 
-    def flush(self, timeout: float = 5.0) -> bool:
-        return self._moves.flush(timeout)
-
-    def recover(self) -> int:
-        """Move the records of every journal no live process holds into the store."""
-        own = self._journal.paths if self._journal is not None else frozenset()
-        moved = 0
-        for path, fd in orphans(self.directory, own):
+    def _run(self, stop: threading.Event) -> None:
+        delay = self._retry[0]
+        while not (stop.is_set() or self._stop.is_set()):
             try:
-                moved += self._recover_segment(path, fd)
-            except Exception as err:  # noqa: BLE001 -- one bad journal must not hold up the others
-                log.error("could not recover a journal; it is kept", extra={
-                    "journal": path.name, "error": f"{type(err).__name__}: {err}"})
-            finally:
-                os.close(fd)
-        return moved
-
-    def _recover_segment(self, path: Path, fd: int) -> int:
-        records = [r.payload.decode() for r in read_segment(fd)]
-        events = [from_record(jsontext.loads(r)) for r in records]
-        for start in range(0, len(events), RECOVERY_BATCH):
-            end = start + RECOVERY_BATCH
-            self.pipeline.accept(events[start:end], records=records[start:end])
-        path.unlink(missing_ok=True)
-        if events:
-            log.warning("recovered received items from a stopped process's journal",
-                        extra={"journal": path.name, "items": len(events)})
-        return len(events)
+                self._mover.move()
+                delay = self._retry[0]
+                wait = self._poll
+            except Exception as err:  # noqa: BLE001 -- whatever it is, the items must not be dropped
+                _log_refusal(err, delay)
+                wait, delay = delay, min(self._retry[1], delay * 2)
+            if self._stop.wait(wait):
+                return
 
     def close(self) -> None:
-        """Move what is waiting into the store; remove the journal if all of it got there."""
+        """Stop writing (and moving); a mover moves this process's last records first."""
         with self._open_lock:
-            journal, self._journal = self._journal, None
-            own = journal is not None and self._pid == os.getpid()
-        if journal is not None and own:
-            journal.seal()  # a request still under way gets a 503, not a record left behind
-        drained = self._moves.flush(10.0)
-        self._stopping.set()
-        self._moves.close()
-        if journal is not None and own:
-            journal.close(remove=drained and self._all_taken(journal))
+            journal = self._own()
+            self._journal = None
+        if journal is not None:
+            journal.close()  # a request still under way gets a 503, not a record left behind
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+        if self.moves and journal is not None \
+                and not self._move_until(journal.written(), self._close_seconds):
+            log.warning("received items left in the intake journal for the next mover",
+                        extra={"journal": str(self.directory)})
 
-    def _all_taken(self, journal: Journal[Event]) -> bool:
-        return not self._gave_up and all(s.last_seq <= self._taken for s in journal.segments)
+
+class Mover:
+    """Takes what the journal directory's segments hold into the store, in order, once."""
+
+    def __init__(self, pipeline: Pipeline, directory: Path) -> None:
+        self.pipeline = pipeline
+        self.directory = directory
+        self._lock = threading.Lock()
+        self._unreadable: set[Path] = set()  # reported once, kept for an operator
+
+    def move(self) -> int:
+        """One pass over every segment; returns how many records it moved.
+
+        Raises what the store raised: what was not moved stays in the journal for the next.
+        """
+        with self._lock, _one_mover(self.directory):
+            moved = 0
+            for path in segment_paths(self.directory):
+                if path not in self._unreadable:
+                    moved += self._move_segment(path)
+            return moved
+
+    def has_moved(self, written: dict[Path, int]) -> bool:
+        """Whether each segment is in the store up to the given offset (or gone)."""
+        return all(not path.exists() or _progress(path) >= end for path, end in written.items())
+
+    def _move_segment(self, path: Path) -> int:
+        opened = open_segment(path)
+        if opened is None:
+            return 0
+        fd, released = opened
+        try:
+            entries = list(read_records(fd, _progress(path)))
+            for start in range(0, len(entries), MOVE_BATCH):
+                batch = entries[start:start + MOVE_BATCH]
+                if not self._accept(path, [record for _, record in batch]):
+                    return start
+                _set_progress(path, batch[-1][0])
+            if released:
+                path.unlink(missing_ok=True)
+                _progress_path(path).unlink(missing_ok=True)
+                if entries and _writer_is_gone(path):
+                    log.warning("recovered received items from a stopped process's journal",
+                                extra={"journal": path.name, "items": len(entries)})
+            return len(entries)
+        finally:
+            os.close(fd)
+
+    def _accept(self, path: Path, records: list[Record]) -> bool:
+        texts = [r.payload.decode() for r in records]
+        try:
+            events = [from_record(jsontext.loads(t)) for t in texts]
+        except (ValueError, DeskbridgeError) as err:  # not our record: keep it for an operator
+            self._unreadable.add(path)
+            log.error("could not read an intake journal; it is kept", extra={
+                "journal": path.name, "error": f"{type(err).__name__}: {err}"})
+            return False
+        # This is a background thread already: the queue write need not leave it.
+        self.pipeline.accept(events, records=texts, queue_now=True)
+        return True
 
 
-def make_intake(pipeline: Pipeline, *, journal: bool) -> Intake:
+def _writer_is_gone(path: Path) -> bool:
+    """Whether a released segment's process is gone (else it only began its next segment)."""
+    pid = path.name.split("-", 1)[0]
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, as another user
+        return False
+    return False
+
+
+def _progress_path(segment: Path) -> Path:
+    return segment.with_suffix(".moved")
+
+
+def _progress(segment: Path) -> int:
+    try:
+        data = _progress_path(segment).read_bytes()
+    except FileNotFoundError:
+        return HEADER_BYTES
+    return PROGRESS.unpack(data)[0] if len(data) == PROGRESS.size else HEADER_BYTES
+
+
+def _set_progress(segment: Path, offset: int) -> None:
+    # No fsync: if the offset is lost, the next mover moves those records again, and the
+    # store's natural keys make that a no-op.
+    fd = os.open(_progress_path(segment), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.pwrite(fd, PROGRESS.pack(offset), 0)
+    finally:
+        os.close(fd)
+
+
+def _log_refusal(err: Exception, delay: float) -> None:
+    level = logging.WARNING if isinstance(err, DeskbridgeError) else logging.ERROR
+    log.log(level, "store not taking received items; retrying",
+            extra={"retry_in": delay, "error": f"{type(err).__name__}: {err}"})
+
+
+@contextmanager
+def _one_mover(directory: Path) -> Iterator[None]:
+    """One mover at a time per journal directory, across processes (an `flock`)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / ".mover.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def make_intake(pipeline: Pipeline, *, journal: bool, moves: bool = True) -> Intake:
     """A journal beside the pipeline's SQLite store file (when `journal`); else straight in."""
     database = pipeline.store.sqlite_file
     if journal and database:
-        return JournalIntake(pipeline, Path(f"{database}.intake"))
+        return JournalIntake(pipeline, Path(f"{database}.intake"), moves=moves)
     return DirectIntake(pipeline)

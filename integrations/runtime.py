@@ -106,8 +106,10 @@ class Runtime:
     def __init__(
         self, settings: Settings, *, helpdesks: Mapping[str, Helpdesk] | None = None,
         channels: Mapping[str, Channel] | None = None, clock: Clock = utcnow,
-        rng: random.Random | None = None,
+        rng: random.Random | None = None, moves_intake: bool = True,
     ) -> None:
+        """`moves_intake`: this process takes web processes' journals into the store (a
+        worker, `run`, a test); a `serve` web process does not."""
         q = settings.queue
         self.settings = settings
         self.store = Store(settings.store.url)
@@ -118,18 +120,8 @@ class Runtime:
                              max_seconds=q.backoff_max_seconds, lease_seconds=q.lease_seconds)
         self.pipeline = Pipeline(self.store, self.queue, self.router, policy=policy, clock=clock,
                                  rng=rng, sweep_grace=timedelta(seconds=q.sweep_grace_seconds))
-        self.intake: Intake = make_intake(self.pipeline, journal=settings.store.journal)
-
-    def recover_intake(self) -> int:
-        """Move what stopped processes left in their intake journals into the store.
-
-        A store that is down is logged, not raised: the next sweep or start tries again.
-        """
-        try:
-            return self.intake.recover()
-        except DeskbridgeError as err:
-            log.warning("intake recovery failed; will try again", extra={"error": str(err)})
-            return 0
+        self.intake: Intake = make_intake(self.pipeline, journal=settings.store.journal,
+                                          moves=moves_intake)
 
     def upgrade_schema(self) -> str | None:
         """Bring the store's schema to the newest migration."""
@@ -169,12 +161,13 @@ class Runtime:
         return consumer
 
     def start_sweeper(self, stop: threading.Event) -> threading.Thread:
-        """Sweep now (recovering what a crashed worker left), then every sweep interval."""
+        """Sweep now (recovering what a crashed worker left), then every sweep interval; and
+        move what web processes journal into the store, continuously."""
         interval = self.settings.queue.sweep_interval_seconds
+        self.intake.start(stop)
 
         def loop() -> None:
             while True:
-                self.recover_intake()
                 try:
                     self.pipeline.sweep()
                 except DeskbridgeError as err:

@@ -26,11 +26,13 @@ class GunicornApp(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Flask:
         from integrations.cli import load
+        from integrations.runtime import Runtime
         from webhook_server import create_app
 
-        app = create_app(load(self.config_path))
-        # A worker that died left its intake journal behind: its replacement moves it in.
-        app.extensions["deskbridge"].recover_intake()
+        settings = load(self.config_path)
+        # The web tier only makes deliveries durable: `deskbridge worker` moves them into the
+        # store (integrations/intake.py), also from a web worker that died.
+        app = create_app(settings, runtime=Runtime(settings, moves_intake=False))
         _APPS.append(app)
         freeze_startup_objects()
         return app
@@ -40,7 +42,7 @@ _APPS: list[Flask] = []  # the app this worker process serves (after the fork: o
 
 
 def _close_runtime(server: Any, worker: Any) -> None:
-    """On a worker's way out: what its intake journal holds goes into the store first."""
+    """On a worker's way out: its intake journal is released (for the worker to move)."""
     for app in _APPS:
         app.extensions["deskbridge"].close()
 

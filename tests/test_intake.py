@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,8 @@ from tests.factories import message
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A process that journals what it receives and never moves it (linger of an hour), then says
-# "ok" and waits to be killed. argv: config file, journal directory, message ids.
+# A web process (it journals, and moves nothing) that says "ok" once it has answered for what
+# it received, then waits to be killed. argv: config file, journal directory, message ids.
 RECEIVE_AND_HANG = """
 import sys, time
 from pathlib import Path
@@ -34,7 +35,7 @@ from integrations.intake import JournalIntake
 from integrations.runtime import Runtime
 from tests.factories import message
 runtime = Runtime(load_settings(sys.argv[1]))
-intake = JournalIntake(runtime.pipeline, Path(sys.argv[2]), linger=3600)
+intake = JournalIntake(runtime.pipeline, Path(sys.argv[2]), moves=False)
 ids = sys.argv[3:]
 received = intake.receive([message(i) for i in ids[:-1]]) + intake.receive([message(ids[-1])])
 print("ok", received, flush=True)
@@ -153,7 +154,7 @@ def test_events_of_a_killed_process_are_recovered_by_the_next(
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    assert len(journals(journal_dir)) == 2
+    assert len(journals(journal_dir)) == 1
 
     assert rt.intake.recover() == 6
     assert stored_ids(rt) == sorted(ids)
@@ -162,15 +163,55 @@ def test_events_of_a_killed_process_are_recovered_by_the_next(
     assert rt.intake.recover() == 0 and stored_ids(rt) == sorted(ids)
 
 
-def test_recovery_leaves_a_live_journal_alone(
+def test_a_live_journal_is_read_where_the_last_mover_stopped_and_left_in_place(
     runtime_for: Callable[[], Runtime], journal_dir: Path,
 ) -> None:
-    """Another live process's journal is not taken from under it (nor stored twice)."""
+    """A mover takes what a live web process wrote, once, and leaves it its file."""
     writer, other = runtime_for(), runtime_for()
     writer.intake.receive([message("31")])
+    assert other.intake.recover() == 1
+    assert stored_ids(other) == ["31"]
+    assert len(journals(journal_dir)) == 1  # still being written
+    writer.intake.receive([message("32")])
+    assert other.intake.recover() == 1  # only the new one: where to go on from is shared
+    assert writer.intake.flush()  # nothing of its own is left to move
     assert other.intake.recover() == 0
-    assert len(journals(journal_dir)) == 2
-    assert writer.intake.flush() and stored_ids(other) == ["31"]
+    assert stored_ids(other) == ["31", "32"] and pending(other) == 2
+
+
+def test_a_worker_moves_what_a_web_process_journals_while_it_runs(
+    runtime_for: Callable[[], Runtime], journal_dir: Path,
+) -> None:
+    """`deskbridge serve` only journals; the worker's mover stores it within moments, and
+    removes each segment the web process is done with."""
+    web = runtime_for()
+    web_intake = JournalIntake(web.pipeline, journal_dir, moves=False,
+                               segment_bytes=8 << 10)  # a few records a segment
+    worker = runtime_for()
+    stop = threading.Event()
+    worker.intake.start(stop)
+    try:
+        ids = [str(1850000000000000200 + n) for n in range(40)]
+        for i in ids:
+            web_intake.receive([message(i)])
+        deadline = time.monotonic() + 10
+        while stored_ids(worker) != sorted(ids) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert stored_ids(worker) == sorted(ids)
+        assert pending(worker) == 40
+        deadline = time.monotonic() + 10
+        while len(journals(journal_dir)) > 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(journals(journal_dir)) == 1  # the one it writes; the full ones are gone
+        web_intake.close()  # its last segment is released: the mover takes and removes it
+        deadline = time.monotonic() + 10
+        while journals(journal_dir) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert journals(journal_dir) == []
+        assert list(journal_dir.glob("*.moved")) == []
+    finally:
+        stop.set()
+    assert stored_ids(worker) == sorted(ids)  # each once
 
 
 def test_events_received_while_the_store_is_down_reach_it_when_it_is_back(
@@ -179,8 +220,10 @@ def test_events_received_while_the_store_is_down_reach_it_when_it_is_back(
     """A store outage delays events but loses none, and stores none twice."""
     up = threading.Event()
     refused = store_down_until(runtime, up, monkeypatch)
-    intake = JournalIntake(runtime.pipeline, journal_dir, linger=0.0, retry_seconds=0.01,
+    intake = JournalIntake(runtime.pipeline, journal_dir, retry_seconds=0.01,
                            max_retry_seconds=0.05)
+    stop = threading.Event()
+    intake.start(stop)
     assert intake.receive([message("21"), message("22")]) == 2  # answered while down
     assert refused.wait(5)
     assert intake.receive([message("23")]) == 1
@@ -199,26 +242,38 @@ def test_close_moves_what_is_waiting_and_removes_the_journal(
     runtime: Runtime, journal_dir: Path,
 ) -> None:
     """A clean stop stores everything received and leaves no journal behind."""
-    intake = JournalIntake(runtime.pipeline, journal_dir, linger=3600)
+    intake = JournalIntake(runtime.pipeline, journal_dir)
     intake.receive([message("41"), message("42")])
-    assert len(journals(journal_dir)) == 2
+    assert len(journals(journal_dir)) == 1
     intake.close()
     assert stored_ids(runtime) == ["41", "42"]
     assert journals(journal_dir) == []
 
 
-@pytest.mark.slow  # close() waits 10 s for the store before giving up
+def test_a_web_process_stopping_leaves_its_journal_to_the_worker(
+    runtime_for: Callable[[], Runtime], journal_dir: Path,
+) -> None:
+    web = runtime_for()
+    intake = JournalIntake(web.pipeline, journal_dir, moves=False)
+    intake.receive([message("45")])
+    intake.close()
+    assert stored_ids(web) == [] and len(journals(journal_dir)) == 1
+    assert runtime_for().intake.recover() == 1
+    assert stored_ids(web) == ["45"] and journals(journal_dir) == []
+
+
 def test_close_keeps_the_journal_when_the_store_never_took_it(
     runtime_for: Callable[[], Runtime], journal_dir: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Stopping while the store is down keeps the events for the next process to store."""
     down = runtime_for()
-    store_down_until(down, None, monkeypatch)
-    intake = JournalIntake(down.pipeline, journal_dir, linger=0.0, retry_seconds=0.01,
-                           max_retry_seconds=0.05)
+    intake = JournalIntake(down.pipeline, journal_dir, retry_seconds=0.01,
+                           max_retry_seconds=0.05, close_seconds=0.3)
     intake.receive([message("51"), message("52")])
+    refused = store_down_until(down, None, monkeypatch)
     intake.close()
-    assert len(journals(journal_dir)) == 2
+    assert refused.is_set()  # it did try, for close_seconds
+    assert len(journals(journal_dir)) == 1
     assert stored_ids(down) == []
 
     later = runtime_for()  # its store works
@@ -241,7 +296,7 @@ def test_an_unexpected_error_while_storing_loses_nothing(
         return real(events, **kwargs)
 
     monkeypatch.setattr(rt.pipeline, "accept", accept)
-    intake = JournalIntake(rt.pipeline, journal_dir, linger=0.0, retry_seconds=0.01)
+    intake = JournalIntake(rt.pipeline, journal_dir, retry_seconds=0.01)
     intake.receive([message("71")])
     assert intake.flush()
     intake.receive([message("72")])
@@ -287,11 +342,11 @@ def test_a_journal_that_cannot_be_read_does_not_hold_up_the_others(
     from integrations.journal import Journal
 
     for payload in (b"not an event record", event_json(message("81")).encode()):
-        left = Journal[None](journal_dir, segment_bytes=1 << 20, on_durable=lambda _: None,
-                             wait_taken=lambda _seq, _timeout: True)
-        left.append([(payload, None)])
-        left.close(remove=False)  # as a process that died would leave it
+        left = Journal(journal_dir, segment_bytes=1 << 20)
+        left.append([payload])
+        left.close()  # as a process that died would leave it
     assert runtime.intake.recover() == 1
     assert stored_ids(runtime) == ["81"]
-    (kept,) = journals(journal_dir)  # the unreadable segment (its empty twin is gone)
+    (kept,) = journals(journal_dir)  # the unreadable segment
     assert b"not an event record" in kept.read_bytes()
+    assert runtime.intake.recover() == 0 and journals(journal_dir) == [kept]

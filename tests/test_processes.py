@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from bench.ingest import PAYLOAD, bodies, post, worker_pids, write_config
 from integrations.cli import cli
+from integrations.config import load_settings
+from integrations.store import Store
 from tests.test_readme_commands import free_port
 
 pytestmark = pytest.mark.slow
@@ -59,3 +62,63 @@ def test_serve_runs_gunicorn_and_stops_on_sigterm(
             proc.kill()
     assert proc.returncode == 0, out[-2000:]
     assert "Booting worker" in out and "Shutting down: Master" in out
+
+
+def test_the_worker_stores_what_serve_answered_for_even_from_a_killed_web_worker(
+    tmp_path: Path,
+) -> None:
+    """The deployment of the embedded defaults: `serve` makes X deliveries durable in its
+    journals, `deskbridge worker` moves them into the store; a web worker killed outright
+    loses nothing, and no journal is left once both have stopped."""
+    config = write_config(tmp_path, json.loads(PAYLOAD.read_bytes())["for_user_id"])
+    subprocess.run([*DESKBRIDGE, "db", "upgrade", "--config", str(config)], check=True,
+                   capture_output=True)
+    port = free_port()
+    web = subprocess.Popen([*DESKBRIDGE, "serve", "--config", str(config), "--port", str(port),
+                            "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker: subprocess.Popen[bytes] | None = None
+    store = Store(load_settings(config).store.url)
+    deliveries = bodies(40, 0)
+    try:
+        _wait_until(lambda: _ready(port), "serve did not start")
+        assert [post(port, body, sig) for _, body, sig in deliveries[:20]] == [200] * 20
+        assert _count(store) == 0  # the web tier moves nothing into the store itself
+        for pid in worker_pids(web.pid)[:1]:
+            subprocess.run(["kill", "-KILL", str(pid)], check=True)
+        _wait_until(lambda: len(worker_pids(web.pid)) == 2, "gunicorn did not replace it")
+        _wait_until(lambda: _ready(port), "serve did not answer again")
+        assert [post(port, body, sig) for _, body, sig in deliveries[20:]] == [200] * 20
+        worker = subprocess.Popen([*DESKBRIDGE, "worker", "--config", str(config)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_until(lambda: _count(store) == 40, "the worker did not store every delivery")
+        web.send_signal(signal.SIGTERM)
+        assert web.wait(30) == 0
+        journal = tmp_path / "deskbridge.db.intake"
+        _wait_until(lambda: not list(journal.glob("*.journal")), "journals were left behind")
+    finally:
+        for proc in (web, worker):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+        stored = {item.provider_id for item in store.list_items(limit=100)}
+        store.dispose()
+    assert stored == {tweet_id for tweet_id, _, _ in deliveries}
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+            return r.status == 200
+    except (urllib.error.URLError, ConnectionError):
+        return False
+
+
+def _count(store: Store) -> int:
+    return sum(store.count_items().values())
+
+
+def _wait_until(condition: Callable[[], bool], failure: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.05)
