@@ -105,6 +105,7 @@ def run(config_path: str | None, host: str | None, port: int | None) -> None:
     consumer = runtime.consumer(embedded=True)
     consumer.start()
     runtime.start_sweeper(stop)
+    runtime.start_intake(stop)
     runtime.start_pollers(stop)
     server: Any = waitress.create_server(
         app, host=host or settings.server.host, port=port if port is not None else

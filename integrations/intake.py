@@ -34,10 +34,12 @@ from integrations.errors import DeskbridgeError
 from integrations.events import Event, event_json_bytes, from_record
 from integrations.journal import (
     HEADER_BYTES,
+    SUFFIX,
     Journal,
     Record,
     open_segment,
     read_records,
+    remove_unfinished,
     segment_paths,
 )
 from integrations.pipeline import Pipeline
@@ -212,7 +214,14 @@ class Mover:
             for path in segment_paths(self.directory):
                 if path not in self._unreadable:
                     moved += self._move_segment(path)
+            self._tidy()
             return moved
+
+    def _tidy(self) -> None:
+        remove_unfinished(self.directory)
+        for progress in self.directory.glob("*.moved"):  # its segment was removed
+            if not progress.with_suffix(SUFFIX).exists():
+                progress.unlink(missing_ok=True)
 
     def has_moved(self, written: dict[Path, int]) -> bool:
         """Whether each segment is in the store up to the given offset (or gone)."""

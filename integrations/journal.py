@@ -62,12 +62,17 @@ class Segment:
         # take as released) a segment that is not locked yet.
         making = path.with_name(path.name + ".new")
         self.fd = os.open(making, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.rename(making, path)
         self.allocated = 0
-        self._allocate(HEADER_BYTES + CHUNK)  # first: it writes zeros from offset 0 on
-        os.pwrite(self.fd, HEADER.pack(MAGIC, GENERATION), 0)
-        os.fsync(self.fd)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._allocate(HEADER_BYTES + CHUNK)  # first: it writes zeros from offset 0 on
+            os.pwrite(self.fd, HEADER.pack(MAGIC, GENERATION), 0)
+            os.fsync(self.fd)
+            os.rename(making, path)
+        except BaseException:
+            os.close(self.fd)
+            making.unlink(missing_ok=True)
+            raise
         self.offset = HEADER_BYTES  # where the next record goes
         self.last_seq = 0  # the newest record written (0: none)
 
@@ -104,6 +109,7 @@ class Journal:
         self._count = 0
         self._seq = 0
         self._sealed = False
+        self._failed = False  # the active segment's last write failed
         self._lock = threading.Lock()
         self._written: dict[Path, int] = {}  # every segment begun here: its end of records
         self._active = self._begin()
@@ -142,16 +148,22 @@ class Journal:
                     self._make_room(sum(len(r.payload) + RECORD.size for r in records))
                     self._active.append(records)
                 except OSError as err:
+                    # After a failed write or fdatasync, what the file holds past its last
+                    # good record is unknown (a mover may even have read it): it is never
+                    # written over; the next append begins a new segment.
+                    self._failed = True
                     raise StoreUnavailable(f"intake journal not writable: {err}") from err
                 self._written[self._active.path] = self._active.offset
             return [len(b) for b in batches]
 
     def _make_room(self, size: int) -> None:
         active = self._active
-        if active.last_seq == 0 or active.offset + size <= self._segment_bytes:
+        fits = active.last_seq == 0 or active.offset + size <= self._segment_bytes
+        if fits and not self._failed:
             return
         self._active = self._begin()
-        active.release()  # every record in it is durable: the appends that wrote them returned
+        self._failed = False
+        active.release()  # its records are durable: the appends that wrote them returned
 
     def close(self) -> None:
         """Refuse appends from now on (after the one under way) and release the segment."""
@@ -212,6 +224,17 @@ def read_segment(fd: int) -> Iterator[Record]:
 def segment_paths(directory: Path) -> list[Path]:
     """Every segment in the journal directory, oldest of each process first."""
     return sorted(directory.glob(f"*{SUFFIX}")) if directory.is_dir() else []
+
+
+def remove_unfinished(directory: Path) -> None:
+    """Remove segments a process died making (created, never renamed: they hold nothing)."""
+    for path in directory.glob(f"*{SUFFIX}.new"):
+        opened = open_segment(path)
+        if opened is not None:
+            fd, released = opened
+            if released:
+                path.unlink(missing_ok=True)
+            os.close(fd)
 
 
 def open_segment(path: Path) -> tuple[int, bool] | None:

@@ -161,10 +161,8 @@ class Runtime:
         return consumer
 
     def start_sweeper(self, stop: threading.Event) -> threading.Thread:
-        """Sweep now (recovering what a crashed worker left), then every sweep interval; and
-        move what web processes journal into the store, continuously."""
+        """Sweep now (recovering what a crashed worker left), then every sweep interval."""
         interval = self.settings.queue.sweep_interval_seconds
-        self.intake.start(stop)
 
         def loop() -> None:
             while True:
@@ -178,6 +176,10 @@ class Runtime:
         thread = threading.Thread(target=loop, name="deskbridge-sweeper", daemon=True)
         thread.start()
         return thread
+
+    def start_intake(self, stop: threading.Event) -> None:
+        """Move what web processes journal into the store, continuously, until `stop`."""
+        self.intake.start(stop)
 
     def start_pollers(self, stop: threading.Event) -> list[threading.Thread]:
         """A polling thread for every X channel with `poll = true`."""
@@ -197,6 +199,7 @@ def run_worker(runtime: Runtime, workers: int | None = None) -> None:
     """Process items until SIGTERM or SIGINT, which finish the current items, then stop."""
     stop = threading.Event()
     runtime.start_sweeper(stop)
+    runtime.start_intake(stop)
     runtime.start_pollers(stop)
     log.info("deskbridge worker running", extra={"pid": os.getpid()})
     try:

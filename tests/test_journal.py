@@ -221,3 +221,44 @@ def test_a_segment_appears_under_its_name_only_once_locked(journal_dir: Path) ->
     assert [p.suffix for p in journal_dir.iterdir()] == [".journal"]
     assert not _released(only_segment(journal_dir))
     journal.close()
+
+
+def test_after_a_failed_write_the_journal_goes_on_in_a_new_segment(
+    journal_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a failed fdatasync left in a file is never written over (a mover may have read
+    it): the sender is told 503, and the next append begins a new segment."""
+    journal = Journal(journal_dir, segment_bytes=1 << 20)
+    journal.append([b"good"])
+    first = only_segment(journal_dir)
+    real = os.fdatasync
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(StoreUnavailable, match="not writable"):
+        journal.append([b"refused"])
+    monkeypatch.setattr(os, "fdatasync", real)
+    journal.append([b"retried"])
+    assert segment_paths(journal_dir)[0] == first and _released(first)
+    (second,) = [p for p in segment_paths(journal_dir) if p != first]
+    assert [p for _, p in read(second)] == [b"retried"]
+    assert [p for _, p in read(first)][0] == b"good"  # the refused one may follow: a duplicate
+    journal.close()
+
+
+def test_a_segment_whose_maker_died_before_naming_it_is_removed(journal_dir: Path) -> None:
+    from integrations.journal import remove_unfinished
+
+    journal_dir.mkdir()
+    dead = journal_dir / "999999-dead0000-00000001.journal.new"
+    dead.write_bytes(b"")
+    making = journal_dir / f"{os.getpid()}-live0000-00000001.journal.new"
+    fd = os.open(making, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # its maker is still at it
+    try:
+        remove_unfinished(journal_dir)
+        assert not dead.exists() and making.exists()
+    finally:
+        os.close(fd)
