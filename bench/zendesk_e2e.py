@@ -15,6 +15,7 @@ import argparse
 import json
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -41,6 +42,8 @@ def calls_per_kind(world: World) -> dict[str, int]:
 def end_to_end_seconds(world: World, messages: int, workers: int) -> list[float]:
     consumer = world.runtime.consumer(workers=workers, embedded=True)
     consumer.start()
+    stop = threading.Event()
+    world.runtime.start_intake(stop)  # as `deskbridge run` does: the journal's mover
     took = []
     try:
         for n in range(messages):
@@ -56,6 +59,7 @@ def end_to_end_seconds(world: World, messages: int, workers: int) -> list[float]
                 time.sleep(0.005)
             took.append(time.perf_counter() - start)
     finally:
+        stop.set()
         consumer.stop(graceful=True)
     return took
 
