@@ -1,6 +1,7 @@
 """Ingest: signed X webhook POSTs against `deskbridge serve` and a bare Flask app.
 
     .venv/bin/python -m bench.ingest [--seconds 3] [--rounds 3] [--clients 16] [--rate 200]
+                                     [--mover]
 
 Both run under gunicorn with identical settings (2 gthread workers); deskbridge on its embedded
 SQLite defaults. Measured in one run, interleaved round by round:
@@ -15,7 +16,8 @@ Every request carries a distinct recorded mention (its ids rewritten), so none i
 `serve` is the web tier alone: it makes each delivery durable in its intake journal, and
 `deskbridge worker` moves the journals into the store (integrations/intake.py). After the
 load, the bench does that move as the worker does, and reports its rate (`moved_per_s`), so
-the cost the web tier no longer carries is measured too.
+the cost the web tier no longer carries is measured too. With `--mover`, the worker's mover
+runs beside `serve` during the load, on the same cores, as on a one-machine deployment.
 """
 
 from __future__ import annotations
@@ -242,6 +244,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--latency-requests", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=4, help="per gunicorn worker, both apps")
+    parser.add_argument("--mover", action="store_true",
+                        help="run the worker's journal mover beside serve during the load")
     args = parser.parse_args()
     account = json.loads(PAYLOAD.read_bytes())["for_user_id"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -258,11 +262,16 @@ def main() -> None:
                       "--bind",
                       f"127.0.0.1:{bare_port}", "bench.bare_app:app"], bare_port,
                      folder / "bare.log")
+        mover = subprocess.Popen([sys.executable, "-c", MOVER, str(config)], cwd=ROOT,
+                                 start_new_session=True) if args.mover else None
         try:
             figures = measure(args, db_port, bare_port, deskbridge.pid, bare.pid)
         finally:
             stop(deskbridge)
             stop(bare)
+            if mover is not None:
+                stop(mover)
+        figures["mover_alongside"] = args.mover
         figures.update(move_journals(config))
         store = Store(load_settings(config).store.url)
         figures["found_share"] = found_share(store, figures.pop("acked_ids"))
@@ -315,6 +324,21 @@ def measure(args: argparse.Namespace, db_port: int, bare_port: int, db_pid: int,
         "bare_peak_rss_mb": round(max(peak_rss_mb(p) for p in worker_pids(bare_pid)), 1),
         "acked": len(acked), "acked_ids": acked,
     }
+
+
+# What `deskbridge worker` runs to move the journals, without its queue consumer (which would
+# process the items: not part of the ingest path). argv: the config file.
+MOVER = """
+import signal, sys, threading
+from integrations.config import load_settings
+from integrations.runtime import Runtime
+runtime = Runtime(load_settings(sys.argv[1]))
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+runtime.start_intake(stop)
+stop.wait()
+runtime.close()
+"""
 
 
 def move_journals(config: Path) -> dict[str, Any]:
