@@ -106,7 +106,6 @@ class JournalIntake:
                  poll_seconds: float = 0.02, segment_bytes: int = SEGMENT_BYTES,
                  retry_seconds: float = 0.5, max_retry_seconds: float = 10.0,
                  close_seconds: float = 10.0) -> None:
-        self.pipeline = pipeline
         self.directory = directory
         self.moves = moves
         self._poll = poll_seconds
@@ -203,6 +202,7 @@ class Mover:
         self.directory = directory
         self._lock = threading.Lock()
         self._unreadable: set[Path] = set()  # reported once, kept for an operator
+        self._tidied = False
 
     def move(self) -> int:
         """One pass over every segment; returns how many records it moved.
@@ -210,14 +210,19 @@ class Mover:
         Raises what the store raised: what was not moved stays in the journal for the next.
         """
         with self._lock, _one_mover(self.directory):
-            moved = 0
+            moved, removed = 0, False
             for path in segment_paths(self.directory):
                 if path not in self._unreadable:
-                    moved += self._move_segment(path)
-            self._tidy()
+                    count, gone = self._move_segment(path)
+                    moved, removed = moved + count, removed or gone
+            if removed or not self._tidied:
+                self._tidy()
             return moved
 
     def _tidy(self) -> None:
+        # What a process killed at the wrong moment leaves: looked for on the first pass, and
+        # whenever a segment was released (a writer moved on, stopped or died), not every 20 ms.
+        self._tidied = True
         remove_unfinished(self.directory)
         for progress in self.directory.glob("*.moved"):  # its segment was removed
             if not progress.with_suffix(SUFFIX).exists():
@@ -227,17 +232,18 @@ class Mover:
         """Whether each segment is in the store up to the given offset (or gone)."""
         return all(not path.exists() or _progress(path) >= end for path, end in written.items())
 
-    def _move_segment(self, path: Path) -> int:
+    def _move_segment(self, path: Path) -> tuple[int, bool]:
+        """How many records it moved, and whether the segment is gone now."""
         opened = open_segment(path)
         if opened is None:
-            return 0
+            return 0, True
         fd, released = opened
         try:
             entries = list(read_records(fd, _progress(path)))
             for start in range(0, len(entries), MOVE_BATCH):
                 batch = entries[start:start + MOVE_BATCH]
                 if not self._accept(path, [record for _, record in batch]):
-                    return start
+                    return start, False
                 _set_progress(path, batch[-1][0])
             if released:
                 path.unlink(missing_ok=True)
@@ -245,7 +251,7 @@ class Mover:
                 if entries and _writer_is_gone(path):
                     log.warning("recovered received items from a stopped process's journal",
                                 extra={"journal": path.name, "items": len(entries)})
-            return len(entries)
+            return len(entries), released
         finally:
             os.close(fd)
 

@@ -74,7 +74,6 @@ class Segment:
             making.unlink(missing_ok=True)
             raise
         self.offset = HEADER_BYTES  # where the next record goes
-        self.last_seq = 0  # the newest record written (0: none)
 
     def append(self, records: Sequence[Record]) -> None:
         """Write records after the last ones and make them durable (raises OSError)."""
@@ -84,7 +83,6 @@ class Segment:
         os.pwrite(self.fd, data, self.offset)
         os.fdatasync(self.fd)
         self.offset += len(data)
-        self.last_seq = records[-1].seq
 
     def _allocate(self, end: int) -> None:
         # Zeros ahead of the writer: a later record then overwrites, and a scan stops at a zero
@@ -123,11 +121,14 @@ class Journal:
         self._commits.submit(payloads)
 
     def written(self) -> dict[Path, int]:
-        """Each segment this process wrote, with the offset its records end at."""
+        """Each segment this process wrote (and no mover has removed yet, as of the last
+        segment begun), with the offset its records end at."""
         with self._lock:
             return dict(self._written)
 
     def _begin(self) -> Segment:
+        # Segments a mover has taken and removed need no account any more.
+        self._written = {p: end for p, end in self._written.items() if p.exists()}
         self._count += 1
         segment = Segment(self.directory / f"{self._token}-{self._count:08d}{SUFFIX}")
         _fsync_directory(self.directory)  # its name is durable before a record in it is
@@ -158,7 +159,7 @@ class Journal:
 
     def _make_room(self, size: int) -> None:
         active = self._active
-        fits = active.last_seq == 0 or active.offset + size <= self._segment_bytes
+        fits = active.offset == HEADER_BYTES or active.offset + size <= self._segment_bytes
         if fits and not self._failed:
             return
         self._active = self._begin()
@@ -214,11 +215,6 @@ class _Window:
         if offset < self.base or offset + length > self.base + len(self.data):
             self.base, self.data = offset, os.pread(self.fd, max(length, self.SIZE), offset)
         return self.data[offset - self.base:offset - self.base + length]
-
-
-def read_segment(fd: int) -> Iterator[Record]:
-    """The records of a segment, up to the first torn or stale one."""
-    return (record for _, record in read_records(fd))
 
 
 def segment_paths(directory: Path) -> list[Path]:

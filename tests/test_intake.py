@@ -350,3 +350,17 @@ def test_a_journal_that_cannot_be_read_does_not_hold_up_the_others(
     (kept,) = journals(journal_dir)  # the unreadable segment
     assert b"not an event record" in kept.read_bytes()
     assert runtime.intake.recover() == 0 and journals(journal_dir) == [kept]
+
+
+def test_the_first_pass_removes_what_a_process_killed_mid_step_left(
+    runtime: Runtime, journal_dir: Path,
+) -> None:
+    """A `.moved` whose segment is gone (a mover killed between its two removals) and a
+    segment never named (a writer killed while making it) are tidied away."""
+    journal_dir.mkdir()
+    stray = journal_dir / "999999-dead0000-00000001.moved"
+    stray.write_bytes(b"\0" * 8)
+    unnamed = journal_dir / "999999-dead0000-00000002.journal.new"
+    unnamed.write_bytes(b"")
+    assert runtime.intake.recover() == 0
+    assert not stray.exists() and not unnamed.exists()
