@@ -149,3 +149,17 @@ class WebhookSecurityContract:
         logged = [(r.status, r.reason) for r in self.refusal_lines(caplog)]  # type: ignore[attr-defined]
         assert logged == [(a.status_code, a.get_json()["reason"]) for a in answers]
         assert self.stored(runtime) == 0
+
+    def test_an_unknown_account_is_refused_and_logged(
+            self, client: FlaskClient, runtime: Runtime, caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        caplog.set_level(logging.WARNING, logger="deskbridge.web")
+        provider_root = "/".join(self.path.split("/")[:3])  # /webhooks/<provider>
+        body = self.valid_body()
+        response = client.post(f"{provider_root}/no-such-account", data=body,
+                               headers=self.headers(body), environ_base={"REMOTE_ADDR": SENDER})
+        assert 400 <= response.status_code < 500 and self.stored(runtime) == 0
+        (line,) = self.refusal_lines(caplog)
+        assert line.reason == response.get_json()["reason"]  # type: ignore[attr-defined]
+        assert line.path == f"{provider_root}/no-such-account"  # type: ignore[attr-defined]
+        assert line.remote_addr == SENDER  # type: ignore[attr-defined]
