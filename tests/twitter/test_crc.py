@@ -13,8 +13,8 @@ from integrations.errors import PayloadError
 from integrations.twitter.webhooks import CRC_TOKEN_MAX_LENGTH, check_crc_token, crc_response
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "payloads" / "x"
-QUERIES = [*json.loads((PAYLOADS / "crc" / "recorded_queries.json").read_text()),
-           *json.loads((PAYLOADS / "crc" / "documented_queries.json").read_text())]
+QUERIES = [*(PAYLOADS / "crc" / "recorded_queries.txt").read_text().split(),
+           *(PAYLOADS / "crc" / "documented_queries.txt").read_text().split()]
 TOKENS = [parse_qs(q)["crc_token"][0] for q in QUERIES]
 
 
