@@ -23,6 +23,7 @@ from integrations.errors import (
     StoreUnavailable,
     VerificationError,
 )
+from integrations.logs import LogThrottle
 from integrations.providers import CHANNEL_BLUEPRINTS, HELPDESK_BLUEPRINTS
 from integrations.runtime import Runtime
 
@@ -36,9 +37,14 @@ STATUS_FOR_ERROR: list[tuple[type[DeskbridgeError], int, str]] = [
 ]
 
 
-def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Flask:
-    """The web application for these settings (a new `Runtime` unless one is given)."""
+def create_app(settings: Settings, *, runtime: Runtime | None = None,
+               refusals: LogThrottle | None = None) -> Flask:
+    """Return the web application for these settings (a new `Runtime` unless one is given).
+
+    `refusals` bounds the log lines refused requests write (a new `LogThrottle` by default).
+    """
     runtime = runtime or Runtime(settings)
+    throttle = refusals or LogThrottle()
     app = Flask("deskbridge")
     app.json = FastJSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
@@ -48,6 +54,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Flask:
     for name, factory in HELPDESK_BLUEPRINTS.items():
         app.register_blueprint(factory(runtime), url_prefix=f"/webhooks/{name}")
     app.before_request(_refuse_oversized)
+    app.after_request(lambda response: _log_refusal(response, throttle))
     app.add_url_rule("/healthz", "healthz", lambda: jsonify(status="ok"))
     app.add_url_rule("/readyz", "readyz", lambda: _readyz(runtime))
     app.register_error_handler(HTTPException, _http_error)
@@ -92,7 +99,10 @@ def error_body(status: int, error: str, reason: str) -> tuple[Response, int]:
 def _http_error(err: HTTPException) -> tuple[Response, int]:
     status = err.code or 500
     name = (err.name or "error").lower().replace(" ", "_")
-    return error_body(status, name, err.description or name)
+    response, status = error_body(status, name, err.description or name)
+    # werkzeug's own headers, such as a 405's `Allow`, minus its HTML content type.
+    response.headers.extend((k, v) for k, v in err.get_headers() if k.lower() != "content-type")
+    return response, status
 
 
 def _deskbridge_error(err: DeskbridgeError) -> tuple[Response, int]:
@@ -109,3 +119,38 @@ def _unexpected_error(err: Exception) -> tuple[Response, int]:
         return _http_error(err)
     log.exception("unexpected error", extra={"path": request.path})
     return error_body(500, "internal_error", "unexpected error; it has been logged")
+
+
+def _log_refusal(response: Response, throttle: LogThrottle) -> Response:
+    """Log a 4xx answer at WARNING (rate-limited), so an admin sees why a sender is refused.
+
+    Every refusal passes here, whether an error handler or a view wrote it: the reason
+    logged is the one the sender was told. Never the query string (a CRC token) or a
+    header value (a signature). The address is the TCP peer's: no setting says which proxy
+    may be trusted, so `X-Forwarded-For` is not read.
+    """
+    status = response.status_code
+    if not 400 <= status < 500:
+        return response
+    body = response.get_json(silent=True) if response.is_json else None
+    error, reason = (body.get("error"), body.get("reason")) if isinstance(body, dict) else (
+        None, None)
+    # The route's rule, not the path, keys the throttle: a path is the sender's to vary.
+    route = request.url_rule.rule if request.url_rule is not None else "<no route>"
+    kind = (route, str(error))
+    admitted = throttle.admit(kind)
+    fields = {"route": route, "error": error, "status": status}
+    if admitted.suppressed:
+        log.warning(f"{admitted.suppressed} more refusals like this were suppressed",
+                    extra={**fields, "suppressed": admitted.suppressed,
+                           "interval_seconds": throttle.interval})
+    if admitted.write:
+        log.warning("request refused", extra={
+            **fields, "reason": _clip(reason), "method": request.method,
+            "path": _clip(request.path), "remote_addr": request.remote_addr})
+    return response
+
+
+def _clip(text: object, limit: int = 300) -> str:
+    value = str(text)
+    return value if len(value) <= limit else value[:limit] + "..."

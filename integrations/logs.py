@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -126,3 +129,53 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level)
     return handler
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What a `LogThrottle` says of one line: write it or not, and what to report first."""
+
+    write: bool
+    suppressed: int = 0  # lines of this kind left out in its previous window
+
+
+@dataclass
+class _Window:
+    opened: float
+    written: int = 0
+    suppressed: int = 0
+
+
+class LogThrottle:
+    """Let at most `burst` lines of each kind through per `interval` seconds.
+
+    A flood (an attacker's, or a sender with a wrong secret retrying) then costs a bounded
+    number of lines per kind and interval, plus one count of what was left out, reported
+    when the kind's next line opens a new window. `clock` returns seconds (monotonic).
+    Kinds are the caller's keys; past `max_kinds` of them, new kinds share one window.
+    """
+
+    OVERFLOW = ("<other>",)
+
+    def __init__(self, burst: int = 10, interval: float = 60.0, *,
+                 clock: Callable[[], float] = time.monotonic, max_kinds: int = 1000) -> None:
+        self.burst, self.interval, self.clock, self.max_kinds = burst, interval, clock, max_kinds
+        self._windows: dict[Hashable, _Window] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, kind: Hashable) -> Admission:
+        """Return whether a line of this kind is written now, and the count to report first."""
+        now = self.clock()
+        with self._lock:
+            if kind not in self._windows and len(self._windows) >= self.max_kinds:
+                kind = self.OVERFLOW
+            window = self._windows.get(kind)
+            if window is None or now - window.opened >= self.interval:
+                left_out = window.suppressed if window else 0
+                self._windows[kind] = _Window(opened=now, written=1)
+                return Admission(write=True, suppressed=left_out)
+            if window.written < self.burst:
+                window.written += 1
+                return Admission(write=True)
+            window.suppressed += 1
+            return Admission(write=False)

@@ -1,4 +1,5 @@
-"""Structured logs: one line per accepted item and per outcome, keyed; secrets redacted."""
+"""Structured logs: one line per accepted item and per outcome, keyed; secrets redacted;
+floods throttled."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from integrations.config import Settings
-from integrations.logs import configure_logging
+from integrations.logs import Admission, LogThrottle, configure_logging
 from integrations.runtime import Runtime
+from tests.conftest import EpochClock
 from tests.doubles import RecordingHelpdesk
 from tests.factories import message
 
@@ -52,3 +54,24 @@ def test_a_secret_that_slips_into_a_log_line_is_redacted(json_log: io.StringIO) 
     (line,) = lines(json_log)
     assert "cs-test-secret-value" not in json_log.getvalue()
     assert line["msg"] == "provider said: bad token [redacted]" and line["detail"] == "[redacted]"
+
+
+def test_a_flood_writes_a_bounded_number_of_lines_then_its_count() -> None:
+    clock = EpochClock(now=1000.0)
+    throttle = LogThrottle(burst=10, interval=60.0, clock=clock)
+    first = [throttle.admit(("/webhooks/x", "unverified")) for _ in range(10_000)]
+    assert sum(a.write for a in first) == 10 and all(a.suppressed == 0 for a in first)
+    # Another kind has its own allowance: one flood does not hide another refusal.
+    assert throttle.admit(("/webhooks/zendesk", "unverified")).write
+    clock.now += 59.9
+    assert not throttle.admit(("/webhooks/x", "unverified")).write
+    clock.now += 0.1  # the window reopens: the next line comes with what was left out
+    assert throttle.admit(("/webhooks/x", "unverified")) == Admission(write=True, suppressed=9_991)
+    clock.now += 60
+    assert throttle.admit(("/webhooks/x", "unverified")) == Admission(write=True, suppressed=0)
+
+
+def test_kinds_past_the_limit_share_one_allowance() -> None:
+    throttle = LogThrottle(burst=2, interval=60.0, clock=EpochClock(now=0.0), max_kinds=3)
+    written = [throttle.admit(("/p", str(n))).write for n in range(1_000)]
+    assert written[:3] == [True] * 3 and sum(written) == 3 + 2  # 3 kinds, then one shared

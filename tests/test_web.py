@@ -1,22 +1,27 @@
-"""The web tier: health, readiness, body limit, JSON errors."""
+"""The web tier: health, readiness, body limit, JSON errors, refusals logged and throttled."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from flask import Flask
 
 from integrations.config import Settings
+from integrations.logs import LogThrottle
 from integrations.runtime import Runtime
+from tests.conftest import EpochClock
 from webhook_server import create_app
 
 
-def app_for(settings: Settings, *, upgrade: bool = True) -> Flask:
+def app_for(settings: Settings, *, upgrade: bool = True,
+            refusals: LogThrottle | None = None) -> Flask:
     runtime = Runtime(settings)
     if upgrade:
         runtime.upgrade_schema()
-    return create_app(settings, runtime=runtime)
+    return create_app(settings, runtime=runtime, refusals=refusals)
 
 
 def test_healthz_and_readyz(backend: tuple[str, str], make_settings: Callable[..., Settings]) -> None:
@@ -59,3 +64,46 @@ def test_unknown_path_is_json_404(tmp_path: Path, make_settings: Callable[..., S
     settings = make_settings(f"sqlite:///{tmp_path}/s.db", f"sqlite:///{tmp_path}/q.db")
     response = app_for(settings).test_client().get("/nope")
     assert response.status_code == 404 and response.get_json()["error"] == "not_found"
+
+
+def test_a_flood_of_bad_requests_writes_a_bounded_log(
+    tmp_path: Path, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="deskbridge.web")
+    settings = make_settings(f"sqlite:///{tmp_path}/s.db", f"sqlite:///{tmp_path}/q.db")
+    clock = EpochClock(now=0.0)
+    client = app_for(settings, refusals=LogThrottle(burst=10, interval=60, clock=clock)
+                     ).test_client()
+    headers = {"X-Twitter-Webhooks-Signature": "sha256=forged"}
+    # 2,000 here (the test client costs 0.4 ms a request); test_logs.py floods the
+    # throttle itself with 10,000.
+    for n in range(2_000):
+        clock.now = n * 0.01  # twenty seconds of refusals, within one window
+        assert client.post("/webhooks/x", data=b"{}", headers=headers).status_code == 401
+    web = [r for r in caplog.records if r.name == "deskbridge.web"]
+    assert len(web) == 10
+    clock.now = 61.0
+    client.post("/webhooks/x", data=b"{}", headers=headers)
+    summary, line = [r for r in caplog.records if r.name == "deskbridge.web"][10:]
+    assert summary.getMessage() == "1990 more refusals like this were suppressed"
+    assert summary.suppressed == 1_990 and summary.route == "/webhooks/x"  # type: ignore[attr-defined]
+    assert line.getMessage() == "request refused"
+
+
+def test_an_unexpected_error_answers_500_without_its_text(
+    tmp_path: Path, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = make_settings(f"sqlite:///{tmp_path}/s.db", f"sqlite:///{tmp_path}/q.db")
+    app = app_for(settings)
+
+    def broken() -> str:
+        raise RuntimeError("internal detail: password=hunter2 at /srv/deskbridge/store.py")
+
+    app.add_url_rule("/broken", "broken", broken)
+    response = app.test_client().get("/broken")
+    text = response.get_data(as_text=True)
+    assert response.status_code == 500 and response.get_json() == {
+        "error": "internal_error", "reason": "unexpected error; it has been logged"}
+    assert "hunter2" not in text and "Traceback" not in text and "RuntimeError" not in text
+    (logged,) = [r for r in caplog.records if r.getMessage() == "unexpected error"]
+    assert logged.exc_info is not None  # the admin gets the traceback, in the log only

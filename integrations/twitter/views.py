@@ -14,9 +14,13 @@ from typing import TYPE_CHECKING
 
 from flask import Blueprint, Response, jsonify, request
 
-from integrations.errors import PayloadError
 from integrations.twitter.settings import XChannelSettings
-from integrations.twitter.webhooks import crc_response, parse_delivery, verify_signature
+from integrations.twitter.webhooks import (
+    check_crc_token,
+    crc_response,
+    parse_delivery,
+    verify_signature,
+)
 
 if TYPE_CHECKING:
     from integrations.runtime import Runtime
@@ -47,9 +51,12 @@ def create_blueprint(runtime: Runtime) -> Blueprint:
     bp = Blueprint("x", __name__)
 
     def webhook(channel: str | None = None) -> tuple[Response, int]:
-        if request.method == "GET":
-            return _crc(accounts, channel)
-        return _deliver(runtime, accounts, channel)
+        # Only a POST delivers. Flask routes HEAD to a GET view, and HTTP says HEAD is a GET
+        # without the body (RFC 9110 §9.3.2), so HEAD is answered as a CRC whose body
+        # werkzeug drops: it stores nothing and shows no response token.
+        if request.method == "POST":
+            return _deliver(runtime, accounts, channel)
+        return _crc(accounts, channel)
 
     bp.add_url_rule("", "webhook", webhook, methods=["GET", "POST"])
     bp.add_url_rule("/<channel>", "webhook_for_channel", webhook, methods=["GET", "POST"])
@@ -58,8 +65,7 @@ def create_blueprint(runtime: Runtime) -> Blueprint:
 
 def _crc(accounts: XAccounts, channel: str | None) -> tuple[Response, int]:
     token = request.args.get("crc_token", "")
-    if not token:
-        raise PayloadError("crc_token is required")
+    check_crc_token(token)  # before anything else: the answer is a signature
     secrets = accounts.secrets(channel)
     if len(secrets) != 1:
         reason = ("no such X channel" if channel else

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +44,14 @@ NOTICES = frozenset({"user_event", "replay_job_status"})
 
 # ---------------------------------------------------------------- CRC and signatures
 
+# What a CRC token X sends looks like. The docs say only "a crc_token parameter"
+# (https://docs.x.com/x-api/webhooks/quickstart, "How the CRC works"); every recorded one is
+# 48 characters of base64 (of a UUID), the same in 2017 and 2026, and the docs' own example
+# is `challenge_string` (tests/payloads/x/crc/, SOURCES.md). Both base64 alphabets are
+# allowed, padding only at the end, and the length leaves X room to grow its token.
+CRC_TOKEN_MAX_LENGTH = 128
+CRC_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9+/_-]+={0,2}", re.ASCII)
+
 
 class HeaderLookup(Protocol):
     """A request's headers: a plain mapping, or werkzeug's (case-insensitive) `Headers`."""
@@ -60,8 +69,30 @@ def sign(consumer_secret: str, body: bytes) -> str:
 
 
 def crc_response(consumer_secret: str, crc_token: str) -> dict[str, str]:
-    """The body X expects in answer to its CRC challenge."""
+    """Return the body X expects in answer to its CRC challenge.
+
+    Raises PayloadError for a token not shaped like X's (`check_crc_token`): the answer is
+    the signature X would put on a POST whose body is the token, so answering any string
+    would sign any delivery a forger asked for.
+    """
+    check_crc_token(crc_token)
     return {"response_token": sign(consumer_secret, crc_token.encode())}
+
+
+def check_crc_token(crc_token: str) -> None:
+    """Raise PayloadError unless `crc_token` is a short base64 string, as X sends.
+
+    No JSON object can pass: the alphabet has none of `{` `}` `"` `:` `,` `[` `]` or
+    whitespace, so no body `parse_delivery` accepts can be signed through the CRC.
+    """
+    if not crc_token:
+        raise PayloadError("crc_token is required")
+    if len(crc_token) > CRC_TOKEN_MAX_LENGTH:
+        raise PayloadError(f"crc_token is longer than {CRC_TOKEN_MAX_LENGTH} characters, "
+                           "which no X challenge is")
+    if not CRC_TOKEN_SHAPE.fullmatch(crc_token):
+        raise PayloadError("crc_token has characters outside base64 (A-Z a-z 0-9 + / - _ "
+                           "and = padding), which no X challenge has")
 
 
 def verify_signature(headers: HeaderLookup, body: bytes, secrets: Sequence[str]) -> str:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 from flask import Flask
@@ -90,17 +95,82 @@ class TestXWebhookSecurity(WebhookSecurityContract):
         return signed(body, secret or SECRET)
 
 
-def test_crc_answers_with_the_apps_secret(client: FlaskClient, runtime: Runtime) -> None:
-    response = client.get("/webhooks/x?crc_token=abc123")
-    assert response.status_code == 200 and response.get_json() == crc_response(SECRET, "abc123")
-    assert client.get("/webhooks/x/brand?crc_token=abc123").get_json() == crc_response(
-        SECRET, "abc123")
+# The CRC challenges X sent to real webhooks, and the docs' example (see SOURCES.md).
+CRC_QUERIES = [*payload("crc/recorded_queries.txt").decode().split(),
+               *payload("crc/documented_queries.txt").decode().split()]
+
+
+def expected_response_token(secret: str, token: str) -> str:
+    """X's CRC answer, computed here from its docs, not with deskbridge's code."""
+    digest = hmac.new(secret.encode(), token.encode(), hashlib.sha256).digest()
+    return "sha256=" + base64.b64encode(digest).decode()
+
+
+@pytest.mark.parametrize("query", CRC_QUERIES)
+def test_crc_answers_x_challenges_with_the_apps_secret(
+        client: FlaskClient, runtime: Runtime, query: str) -> None:
+    (token,) = parse_qs(query)["crc_token"]
+    for path in ("/webhooks/x", "/webhooks/x/brand"):
+        response = client.get(f"{path}?{query}")
+        assert response.status_code == 200
+        assert response.get_json() == {"response_token": expected_response_token(SECRET, token)}
     assert sum(runtime.store.count_items().values()) == 0
 
 
 def test_crc_without_token_is_400(client: FlaskClient) -> None:
     response = client.get("/webhooks/x")
     assert response.status_code == 400 and "crc_token" in response.get_json()["reason"]
+
+
+def test_head_is_answered_as_a_crc_without_a_body(client: FlaskClient, runtime: Runtime) -> None:
+    # HEAD is GET without the body (RFC 9110 §9.3.2): the status says whether a CRC would
+    # pass, and the response token never leaves.
+    response = client.head(f"/webhooks/x?{CRC_QUERIES[0]}")
+    assert response.status_code == 200 and response.get_data() == b""
+    body = payload("account_activity/tweet_create_mention.json")
+    assert client.head("/webhooks/x", data=body, headers=signed(body)).status_code == 400
+    assert runtime.intake.flush() and sum(runtime.store.count_items().values()) == 0
+
+
+def test_options_stores_nothing(client: FlaskClient, runtime: Runtime) -> None:
+    body = payload("account_activity/tweet_create_mention.json")
+    response = client.options("/webhooks/x", data=body, headers=signed(body))
+    assert response.get_data() == b"" and "POST" in response.headers["Allow"]
+    assert runtime.intake.flush() and sum(runtime.store.count_items().values()) == 0
+
+
+# Events a forger wants signed: a DM to open a ticket and have the agent's answer DMed to a
+# user of their choice, and a delete to blank a real customer's post (issue 11).
+FORGERIES = ["account_activity/direct_message_events.json",
+             "account_activity/tweet_delete_events.json"]
+
+
+@pytest.mark.parametrize("name", FORGERIES)
+@pytest.mark.parametrize("compact", [False, True])
+def test_a_forged_delivery_cannot_be_signed_through_the_crc(
+        client: FlaskClient, runtime: Runtime, name: str, compact: bool) -> None:
+    event = json.loads(payload(name))
+    event["for_user_id"] = ACCOUNT
+    forged = json.dumps(event, separators=(",", ":") if compact else None)
+    crc = client.get("/webhooks/x", query_string={"crc_token": forged})
+    assert crc.status_code == 400 and "response_token" not in crc.get_json()
+    assert "crc_token" in crc.get_json()["reason"]
+    # The second line: whatever the CRC answered is no signature, so the POST is refused.
+    signature = crc.get_json().get("response_token", "")
+    response = client.post("/webhooks/x", data=forged.encode(), headers={
+        "Content-Type": "application/json", "X-Twitter-Webhooks-Signature": signature})
+    assert response.status_code == 401
+    assert runtime.intake.flush() and sum(runtime.store.count_items().values()) == 0
+
+
+def test_a_bad_crc_token_is_logged_without_the_token(
+        client: FlaskClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="deskbridge.web")
+    forged = json.dumps({"for_user_id": ACCOUNT, "direct_message_events": []})
+    response = client.get("/webhooks/x", query_string={"crc_token": forged})
+    (line,) = [r for r in caplog.records if r.getMessage() == "request refused"]
+    assert line.status == 400 and line.reason == response.get_json()["reason"]  # type: ignore[attr-defined]
+    assert "direct_message_events" not in str(vars(line))
 
 
 def test_several_apps_need_a_url_each(tmp_path: Path) -> None:
