@@ -14,6 +14,7 @@ import orjson
 from flask import Flask, Response, abort, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from integrations.config import Settings
 from integrations.errors import (
@@ -60,6 +61,10 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(DeskbridgeError, _deskbridge_error)
     app.register_error_handler(Exception, _unexpected_error)
+    if settings.server.trusted_proxies:
+        # Only the hops the admin vouches for: each appends the address it saw.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.server.trusted_proxies, x_proto=0, x_host=0)
     return app
 
 
@@ -126,8 +131,8 @@ def _log_refusal(response: Response, throttle: LogThrottle) -> Response:
 
     Every refusal passes here, whether an error handler or a view wrote it: the reason
     logged is the one the sender was told. Never the query string (a CRC token) or a
-    header value (a signature). The address is the TCP peer's: no setting says which proxy
-    may be trusted, so `X-Forwarded-For` is not read.
+    header value (a signature). The address is the TCP peer's, or with
+    `server.trusted_proxies` the one those proxies put in `X-Forwarded-For`.
     """
     status = response.status_code
     if not 400 <= status < 500:

@@ -141,6 +141,9 @@ class ServerSettings(BaseModel):
     port: int = Field(default=8080, ge=1, le=65535)
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     public_url: str | None = None
+    # How many reverse proxies (nginx, a load balancer) stand in front and append to
+    # X-Forwarded-For; 0 trusts none, so a sender cannot choose the address that is logged.
+    trusted_proxies: int = Field(default=0, ge=0, le=5)
 
 
 class LogSettings(BaseModel):

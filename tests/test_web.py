@@ -107,3 +107,24 @@ def test_an_unexpected_error_answers_500_without_its_text(
     assert "hunter2" not in text and "Traceback" not in text and "RuntimeError" not in text
     (logged,) = [r for r in caplog.records if r.getMessage() == "unexpected error"]
     assert logged.exc_info is not None  # the admin gets the traceback, in the log only
+
+
+@pytest.mark.parametrize(("trusted", "logged"), [(0, "10.0.0.2"), (1, "198.51.100.7")])
+def test_a_refusal_logs_the_sender_a_trusted_proxy_names(
+    tmp_path: Path, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture,
+    trusted: int, logged: str,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="deskbridge.web")
+    settings = make_settings(f"sqlite:///{tmp_path}/s.db", f"sqlite:///{tmp_path}/q.db")
+    settings = settings.model_copy(update={
+        "server": settings.server.model_copy(update={"trusted_proxies": trusted})})
+    client = app_for(settings).test_client()
+    # nginx (10.0.0.2) appended the address it saw; a sender's own X-Forwarded-For entry
+    # (203.0.113.66, first) is never believed.
+    response = client.post(
+        "/webhooks/x", data=b"{}", environ_base={"REMOTE_ADDR": "10.0.0.2"},
+        headers={"X-Twitter-Webhooks-Signature": "sha256=forged",
+                 "X-Forwarded-For": "203.0.113.66, 198.51.100.7"})
+    assert response.status_code == 401
+    (line,) = [r for r in caplog.records if r.getMessage() == "request refused"]
+    assert line.remote_addr == logged  # type: ignore[attr-defined]
