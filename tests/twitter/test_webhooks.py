@@ -174,7 +174,8 @@ def test_activity_api_delete_is_dated_when_received() -> None:
     (b"[1, 2]", "not a JSON object"),
     (b'{"hello": "world"}', "neither an Account Activity nor an X Activity API payload"),
     (b'{"for_user_id": "1", "tweet_create_events": {"a": 1}}', "not a list"),
-    (b'{"for_user_id": "1", "tweet_create_events": [{"id_str": "5"}]}', "tweet without"),
+    (b'{"for_user_id": "1", "tweet_create_events": [{"text": "hi"}]}',
+     "tweet_create_events\\[0\\].id_str is missing"),
     (b'{"for_user_id": true, "tweet_create_events": []}', "not an id"),
 ])
 def test_malformed_payloads_name_the_problem(body: bytes, reason: str) -> None:
