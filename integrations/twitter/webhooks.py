@@ -185,7 +185,7 @@ def parse_v1_tweet(tweet: Mapping[str, Any], account: str, where: str = "tweet")
         author=author, text=_v1_text(tweet, extended, where),
         created_at=_v1_time(tweet, message_id, where),
         in_reply_to_id=parent, conversation_id=parent or message_id,
-        expanded_urls=_expanded_urls(entities, where), media_urls=_media_urls(media, where),
+        expanded_urls=_expanded_urls(*entities), media_urls=_media_urls(*media),
         permalink=_permalink(author.handle, message_id),
         language=payload.optional_text(tweet.get("lang"), f"{where}.lang", max_chars=MAX_SHORT),
         is_own=author.is_known and author.user_id == account, raw=tweet,
@@ -276,7 +276,7 @@ def parse_v1_dm(dm: Mapping[str, Any], users: Mapping[str, Any], account: str,
         created_at=_dm_time(dm, message_id, where),
         conversation_id=dm_conversation_id(sender, recipient),
         expanded_urls=_expanded_urls(payload.mapping(data, "entities", f"{data_where}.entities"),
-                                     data_where),
+                                     f"{data_where}.entities"),
         media_urls=_dm_media(data, data_where), is_own=sender == account, raw=dm,
     )
 
@@ -364,7 +364,7 @@ def parse_v2_post(post: Mapping[str, Any], users: Mapping[str, Mapping[str, Any]
         in_reply_to_id=references.get("replied_to"),
         conversation_id=payload.digits(post.get("conversation_id"),
                                        f"{where}.conversation_id") or message_id,
-        expanded_urls=_expanded_urls(entities, where),
+        expanded_urls=_expanded_urls(*entities),
         permalink=_permalink(author.handle, message_id),
         language=payload.optional_text(post.get("lang"), f"{where}.lang", max_chars=MAX_SHORT),
         is_own=author.is_known and author.user_id == account, raw=post,
@@ -432,7 +432,7 @@ def parse_v2_dm(event: Mapping[str, Any], users: Mapping[str, Mapping[str, Any]]
         conversation_id=_conversation_id(event.get("dm_conversation_id"),
                                          f"{where}.dm_conversation_id"),
         expanded_urls=_expanded_urls(
-            payload.mapping(event, "entities", f"{where}.entities"), where),
+            payload.mapping(event, "entities", f"{where}.entities"), f"{where}.entities"),
         is_own=sender == account, raw=event,
     )
 
@@ -526,13 +526,16 @@ def _required_id(obj: Mapping[str, Any], where: str, *keys: str) -> str:
     raise PayloadError(f"{where}.{keys[0]} is missing")
 
 
-def _first_mapping(where: str, key: str,
-                   *parents: tuple[Mapping[str, Any], str]) -> Mapping[str, Any]:
-    for parent, path in parents:
-        found = payload.mapping(parent, key, ".".join(p for p in (where, path, key) if p))
+def _first_mapping(where: str, key: str, *parents: tuple[Mapping[str, Any], str],
+                   ) -> tuple[Mapping[str, Any], str]:
+    """Return the first non-empty object at `key` among `parents`, with its path."""
+    path = where
+    for parent, at in parents:
+        path = ".".join(p for p in (where, at, key) if p)
+        found = payload.mapping(parent, key, path)
         if found:
-            return found
-    return {}
+            return found, path
+    return {}, path
 
 
 def _entries(parent: Mapping[str, Any], key: str,
@@ -542,17 +545,16 @@ def _entries(parent: Mapping[str, Any], key: str,
 
 
 def _expanded_urls(entities: Mapping[str, Any], where: str) -> tuple[str, ...]:
-    urls = payload.objects(entities, "urls", f"{where}.entities.urls")
-    found = (payload.optional_text(u.get("expanded_url"),
-                                   f"{where}.entities.urls[{i}].expanded_url", max_chars=MAX_URL)
-             for i, u in enumerate(urls))
+    urls = payload.objects(entities, "urls", f"{where}.urls")
+    found = (payload.optional_text(u.get("expanded_url"), f"{where}.urls[{i}].expanded_url",
+                                   max_chars=MAX_URL) for i, u in enumerate(urls))
     return tuple(url for url in found if url)
 
 
 def _media_urls(extended_entities: Mapping[str, Any], where: str) -> tuple[str, ...]:
-    media = payload.objects(extended_entities, "media", f"{where}.extended_entities.media")
+    media = payload.objects(extended_entities, "media", f"{where}.media")
     return tuple(url for i, m in enumerate(media)
-                 if (url := _media_url(m, f"{where}.extended_entities.media[{i}]")))
+                 if (url := _media_url(m, f"{where}.media[{i}]")))
 
 
 def _media_url(media: Mapping[str, Any], where: str) -> str | None:
