@@ -172,8 +172,13 @@ def _by_thread(message: SocialMessage, lookup: LinkLookup, cited: tuple[str, ...
     reason = f"reply to message {parent.message_id}, already on this ticket"
     if others:
         reason += f"; it also cites ticket {_names(others)}, but stays in its thread"
+    # The thread says which ticket, not who wrote this: an unknown author is not its requester.
+    verified = parent.verified and message.author.is_known
+    if not message.author.is_known:
+        reason += UNKNOWN_AUTHOR
     return LinkDecision(Action.COMMENT, Rule.THREAD, reason, parent.ticket_id,
-                        verified=parent.verified, public=public and parent.public, cited=cited)
+                        verified=verified, public=public and parent.public and verified,
+                        cited=cited)
 
 
 def _by_dm_session(message: SocialMessage, lookup: LinkLookup, rules: LinkRules,

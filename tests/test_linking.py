@@ -225,3 +225,11 @@ def test_an_unknown_author_in_a_dm_session_is_not_verified() -> None:
                    dm_public=True)
     assert (decision.rule, decision.ticket_id) == (Rule.DM_SESSION, "200")
     assert not decision.verified and not decision.public
+
+
+def test_an_unknown_author_in_a_linked_thread_is_noted_but_not_verified() -> None:
+    decision = run(unknown_author(kind=MessageKind.REPLY, in_reply_to_id="10"),
+                   Lookup(parents={"10": PARENT}))
+    assert (decision.action, decision.rule, decision.ticket_id) == (
+        Action.COMMENT, Rule.THREAD, "100")
+    assert not decision.verified and not decision.public
