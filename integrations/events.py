@@ -45,6 +45,13 @@ class SocialUser:
     follower_count: int | None = None
     profile_url: str | None = None
 
+    @property
+    def is_known(self) -> bool:
+        """Say whether the provider told us who this is: X leaves a post's author out unless
+        the request asks for it, and such a post is kept with `user_id` "" (never linked by
+        identity, never answered)."""
+        return bool(self.user_id)
+
 
 @dataclass(frozen=True)
 class SocialMessage:

@@ -10,6 +10,10 @@ The decision says in an agent's words which rule answered and why. It asks what 
 `LinkLookup` (the store and the helpdesk behind it), in that order, and nothing more: the
 decision itself does no I/O, which is what lets the rules be tested as tables.
 
+A message whose author X did not name (a polled page with default fields only) is never
+linked by who sent it: the identity rule and every requester check skip it, and a ticket
+opened for it is unverified and private.
+
 No message lands on a stranger's ticket: a reference to a ticket whose requester is not known
 to be the sender becomes an internal note marked unverified (or a new ticket, if the mapping
 says so), a pending identity claim is recorded, and nothing public is said about that ticket.
@@ -25,6 +29,8 @@ from typing import Protocol
 
 from integrations.events import MessageKind, SocialMessage, SocialUser
 from integrations.references import ReferenceRules, extract_references
+
+UNKNOWN_AUTHOR = "; X did not say who wrote it, so it is private and never answered"
 
 
 class Action(enum.StrEnum):
@@ -166,8 +172,13 @@ def _by_thread(message: SocialMessage, lookup: LinkLookup, cited: tuple[str, ...
     reason = f"reply to message {parent.message_id}, already on this ticket"
     if others:
         reason += f"; it also cites ticket {_names(others)}, but stays in its thread"
+    # The thread says which ticket, not who wrote this: an unknown author is not its requester.
+    verified = parent.verified and message.author.is_known
+    if not message.author.is_known:
+        reason += UNKNOWN_AUTHOR
     return LinkDecision(Action.COMMENT, Rule.THREAD, reason, parent.ticket_id,
-                        verified=parent.verified, public=public and parent.public, cited=cited)
+                        verified=verified, public=public and parent.public and verified,
+                        cited=cited)
 
 
 def _by_dm_session(message: SocialMessage, lookup: LinkLookup, rules: LinkRules,
@@ -177,7 +188,8 @@ def _by_dm_session(message: SocialMessage, lookup: LinkLookup, rules: LinkRules,
     ticket = lookup.dm_session_ticket(message)
     if ticket is None or not _is_current(ticket, rules, now):
         return None
-    verified = _is_requester(ticket, message.author, lookup.sender(message.author))
+    sender = lookup.sender(message.author) if message.author.is_known else None
+    verified = _is_requester(ticket, message.author, sender)
     return LinkDecision(Action.COMMENT, Rule.DM_SESSION,
                         "direct message in a conversation already on this ticket",
                         ticket.id, verified=verified, public=rules.dm_public and verified,
@@ -192,7 +204,7 @@ def _by_reference(message: SocialMessage, lookup: LinkLookup, rules: LinkRules,
     missing = [n for n in cited if n not in {t.id for t in existing}]
     # The ticket itself may say who its requester is on X; ask about the sender only if not.
     verified = [t for t in existing if _is_requester(t, message.author, None)]
-    if not verified and existing:
+    if not verified and existing and message.author.is_known:
         sender = lookup.sender(message.author)
         verified = [t for t in existing if _is_requester(t, message.author, sender)]
     if verified:
@@ -230,6 +242,8 @@ def _unverified_claim(ticket: TicketFacts, rules: LinkRules, cited: tuple[str, .
 
 def _by_identity(message: SocialMessage, lookup: LinkLookup, rules: LinkRules, now: datetime,
                  cited: tuple[str, ...], public: bool) -> LinkDecision | None:
+    if not message.author.is_known:
+        return None
     sender = lookup.sender(message.author)
     if sender is None or not sender.verified:
         return None
@@ -252,6 +266,9 @@ def _new(message: SocialMessage, rules: LinkRules, cited: tuple[str, ...],
     reason = "no existing ticket found for this conversation"
     if cited:
         reason += f"; it cites ticket {_names(list(cited))}, which does not exist"
+    if not message.author.is_known:
+        return LinkDecision(Action.CREATE, Rule.NEW, reason + UNKNOWN_AUTHOR, verified=False,
+                            public=False, cited=cited)
     return LinkDecision(Action.CREATE, Rule.NEW, reason, verified=True, public=public,
                         cited=cited)
 
@@ -262,6 +279,8 @@ def _is_current(ticket: TicketFacts, rules: LinkRules, now: datetime) -> bool:
 
 
 def _is_requester(ticket: TicketFacts, author: SocialUser, sender: Sender | None) -> bool:
+    if not author.is_known:
+        return False
     if author.user_id in ticket.requester_social_ids:
         return True
     if author.handle and author.handle.lower() in ticket.requester_handles:

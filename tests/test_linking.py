@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -188,3 +189,47 @@ def test_handle_matches_a_requester_identity() -> None:
     by_handle = TicketFacts("600", False, "u-9", RECENT, frozenset(), frozenset({"user42"}))
     d = run(message(text="ticket 600"), Lookup(tickets={"600": by_handle}))
     assert d.verified and d.action == Action.COMMENT
+
+
+# ---------------------------------------------------------------- an author X did not name
+
+
+def unknown_author(**kw: object) -> SocialMessage:
+    """A message as a default-fields page gives it: no author_id (hand-built from the factory)."""
+    return dataclasses.replace(message(**kw), author=SocialUser("x", "", ""))  # type: ignore[arg-type]
+
+
+def test_an_unknown_author_is_never_linked_by_identity() -> None:
+    # Every helpdesk user would match an author with no id if the lookup were asked.
+    lookup = Lookup(known_sender=Sender("u-42", verified=True), open=[ticket("300")])
+    decision = run(unknown_author(), lookup)
+    assert (decision.action, decision.rule, decision.ticket_id) == (Action.CREATE, Rule.NEW, None)
+    assert not decision.verified and not decision.public
+    assert "open tickets" not in lookup.asked
+
+
+def test_an_unknown_author_citing_a_ticket_is_an_unverified_claim() -> None:
+    # The ticket's requester is listed with an empty X id: an empty author id is no match.
+    lookup = Lookup(tickets={"48213": ticket("48213", social=("",))},
+                    known_sender=Sender("u-42", verified=True))
+    decision = run(unknown_author(text="Ticket 48213 is nog open"), lookup)
+    assert (decision.rule, decision.ticket_id, decision.verified) == (
+        Rule.REFERENCE, "48213", False)
+    assert not decision.public and decision.claim is not None
+
+
+def test_an_unknown_author_in_a_dm_session_is_not_verified() -> None:
+    lookup = Lookup(session=ticket("200", social=("",)),
+                    known_sender=Sender("u-42", verified=True))
+    decision = run(dataclasses.replace(unknown_author(), kind=MessageKind.DM), lookup,
+                   dm_public=True)
+    assert (decision.rule, decision.ticket_id) == (Rule.DM_SESSION, "200")
+    assert not decision.verified and not decision.public
+
+
+def test_an_unknown_author_in_a_linked_thread_is_noted_but_not_verified() -> None:
+    decision = run(unknown_author(kind=MessageKind.REPLY, in_reply_to_id="10"),
+                   Lookup(parents={"10": PARENT}))
+    assert (decision.action, decision.rule, decision.ticket_id) == (
+        Action.COMMENT, Rule.THREAD, "100")
+    assert not decision.verified and not decision.public

@@ -1,5 +1,10 @@
 """Polling X for accounts without a webhook tier: mentions and DMs, behind durable cursors.
 
+Each entry of a page is read on its own: one that does not fit is skipped with a log line
+and the rest of the page is read (a page is not signed, and refusing it whole would stall the
+stream behind one bad post for good). A post without its author (X sent default fields only)
+is kept with the author unknown.
+
 A cursor (the newest id seen) advances only after `accept()` has committed everything it
 covers, so a crash between the two re-reads a page and the inbox's dedupe absorbs it. The
 first poll of a stream only sets its starting point: installing deskbridge does not turn
@@ -11,13 +16,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import tweepy
 
-from integrations.errors import DeskbridgeError, RateLimited
+from integrations import payload
+from integrations.errors import DeskbridgeError, PayloadError, RateLimited
 from integrations.events import Event, SocialMessage
 from integrations.pipeline import Pipeline
 from integrations.twitter.channel import call_x
@@ -62,9 +68,8 @@ def poll_mentions(client: tweepy.Client, settings: XChannelSettings, pipeline: P
             account, since_id=since, max_results=100 if since else 5, pagination_token=token,
             expansions=MENTION_EXPANSIONS, tweet_fields=TWEET_FIELDS, user_fields=USER_FIELDS,
             user_auth=True), first_only=since is None):
-        newest = newest or page.get("meta", {}).get("newest_id")
-        users = users_by_id(page.get("includes"))
-        events.extend(parse_v2_post(p, users, account) for p in page.get("data") or [])
+        newest = newest or _newest_id(page)
+        events.extend(read_page(page, parse_v2_post, account, "mentions"))
     return _commit(pipeline, settings, "mentions", since, newest, events)
 
 
@@ -77,13 +82,54 @@ def poll_dms(client: tweepy.Client, settings: XChannelSettings, pipeline: Pipeli
             event_types="MessageCreate", dm_event_fields=DM_FIELDS, expansions=["sender_id"],
             user_fields=USER_FIELDS, max_results=100, pagination_token=token, user_auth=True),
             first_only=since is None):
-        users = users_by_id(page.get("includes"))
-        fresh = [e for e in page.get("data") or [] if since is None or int(e["id"]) > int(since)]
-        events.extend(parse_v2_dm(e, users, account) for e in fresh)
-        if len(fresh) < len(page.get("data") or []):
+        read = read_page(page, parse_v2_dm, account, "dm_events")
+        fresh = [e for e in read if since is None or int(e.message_id) > int(since)]
+        events.extend(fresh)
+        if len(fresh) < len(read):
             break  # reached what the cursor already covers
     newest = max((e.message_id for e in events), key=int, default=None)
     return _commit(pipeline, settings, "dms", since, newest, events)
+
+
+PageParser = Callable[[Mapping[str, Any], Mapping[str, Mapping[str, Any]], str, str],
+                      SocialMessage]
+
+
+def read_page(page: Mapping[str, Any], parse: PageParser, account: str,
+              stream: str) -> list[SocialMessage]:
+    """Return the messages of one v2 API page, each entry read on its own.
+
+    An entry that does not fit is skipped with a log line naming the field; `includes` of the
+    wrong type only loses the authors' profiles. An empty page (`{"meta": {...}}`) is [].
+    """
+    users = _page_users(page, stream)
+    messages: list[SocialMessage] = []
+    for index, entry in enumerate(payload.sequence(page, "data", "data")):
+        try:
+            if not isinstance(entry, Mapping):
+                raise PayloadError(f"data[{index}] is not an object")
+            messages.append(parse(entry, users, account, f"data[{index}]"))
+        except PayloadError as err:
+            log.warning("X page entry skipped", extra={"stream": stream, "account": account,
+                                                       "error": str(err)})
+    return messages
+
+
+def _page_users(page: Mapping[str, Any], stream: str) -> Mapping[str, Mapping[str, Any]]:
+    try:
+        return users_by_id(payload.mapping(page, "includes", "includes"))
+    except PayloadError as err:
+        log.warning("X page includes skipped", extra={"stream": stream, "error": str(err)})
+        return {}
+
+
+def _newest_id(page: Mapping[str, Any]) -> str | None:
+    try:
+        return payload.digits(payload.mapping(page, "meta", "meta").get("newest_id"),
+                              "meta.newest_id")
+    except PayloadError as err:
+        log.warning("X page meta.newest_id skipped", extra={"error": str(err)})
+        return None
 
 
 def _pages(fetch: Callable[[str | None], Any], *, first_only: bool) -> Iterator[dict[str, Any]]:

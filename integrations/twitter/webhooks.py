@@ -15,14 +15,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from integrations import jsontext
+from integrations import payload
 from integrations.errors import PayloadError, VerificationError
 from integrations.events import Deletion, Event, MessageKind, SocialMessage, SocialUser
 
@@ -35,6 +34,20 @@ SIGNATURE_HEADER = "x-twitter-webhooks-signature"
 # https://docs.x.com/x-api/enterprise-gnip-2.0/fundamentals/account-activity#account-activity-data-objects-structure
 ACCOUNT_ACTIVITY_EVENTS = frozenset({
     "tweet_create_events", "direct_message_events", "tweet_delete_events"})
+
+# X Activity API event types → what they carry. Anything else (likes, follows, profile
+# changes, chat, oauth.revoke, and whatever X adds tomorrow) is unknown and ignored.
+# https://docs.x.com/x-api/activity/introduction
+ACTIVITY_EVENTS: dict[str, str] = {
+    "post.create": "post",  # the subscribed account's own post
+    "post.mention.create": "post",
+    "post.reply.create": "post",
+    "post.quote.create": "post",
+    "post.repost.create": "post",
+    "post.delete": "delete",
+    "dm.received": "dm",
+    "dm.sent": "dm",
+}
 
 
 # Bodies X also POSTs to the webhook that are about the app, not an account: a user revoking
@@ -122,6 +135,19 @@ def _header(headers: HeaderLookup, name: str) -> str:
 
 
 # ---------------------------------------------------------------- parsing
+#
+# Every field is read through `integrations.payload` (type, range and length checked) and
+# named by its path in the body, so a refusal says which field did not fit. A field X only
+# sends when asked for (a v2 post's `author_id` and `created_at` without `expansions` or
+# `tweet.fields`) may be absent: the author is then unknown, the time read from the id.
+
+MAX_HANDLE = 64  # X handles are at most 15 characters; bounded generously, never trusted
+MAX_NAME = 256  # display names are at most 50 characters
+MAX_SHORT = 64  # event types, languages, `created_at` strings
+MAX_URL = 4_096
+# Milliseconds since 1970 that a datetime can hold (up to 9999-12-31): a 400-digit
+# `timestamp_ms` is a refused field, never an OverflowError.
+MAX_MILLIS = 253_402_300_799_999
 
 
 @dataclass(frozen=True)
@@ -134,99 +160,112 @@ class Delivery:
 
 
 def load_json(body: bytes) -> dict[str, Any]:
-    """The body as a JSON object; raises PayloadError with the reason otherwise."""
-    try:
-        payload = jsontext.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise PayloadError(f"body is not valid JSON: {err}") from err
-    if not isinstance(payload, dict):
-        raise PayloadError("body is not a JSON object")
-    return payload
+    """Return the body as a JSON object within bounds; raises PayloadError with the reason."""
+    return payload.load_object(body)
 
 
 def parse_delivery(body: bytes, received_at: datetime) -> Delivery:
-    """Normalise one webhook body of either format; raises PayloadError if it is neither.
+    """Normalise one webhook body of either format; raises PayloadError if it is neither,
+    or if any entry in it does not fit (a signed body is taken whole or refused whole).
 
     `received_at` dates events that carry no time of their own (X Activity API deletes).
     """
-    payload = load_json(body)
-    if "for_user_id" in payload:
-        return parse_account_activity(payload)
-    notices = sorted(NOTICES & payload.keys())
+    delivery = load_json(body)
+    if "for_user_id" in delivery:
+        return parse_account_activity(delivery)
+    notices = sorted(NOTICES & delivery.keys())
     if notices:  # about the app or a replay job, not an account's activity
         return Delivery(None, (), tuple(notices))
-    if isinstance(payload.get("data"), Mapping) and "event_type" in payload["data"]:
-        return parse_activity_event(payload, received_at)
+    data = payload.mapping(delivery, "data", "data")
+    if "event_type" in data:
+        return parse_activity_event(data, received_at)
     raise PayloadError("neither an Account Activity nor an X Activity API payload")
 
 
-def parse_account_activity(payload: Mapping[str, Any]) -> Delivery:
-    """Normalise an Account Activity API body (v1.1 objects)."""
-    account = _id(payload.get("for_user_id"))
-    if account is None:
-        raise PayloadError("for_user_id is missing")
+def parse_account_activity(delivery: Mapping[str, Any]) -> Delivery:
+    """Normalise an Account Activity API body (v1.1 objects); raises PayloadError."""
+    account = payload.required_digits(delivery.get("for_user_id"), "for_user_id")
+    users = payload.mapping(delivery, "users", "users")
     events: list[Event] = []
-    for tweet in _list(payload, "tweet_create_events"):
-        events.append(parse_v1_tweet(tweet, account))
-    users = payload.get("users") or {}
-    for dm in _list(payload, "direct_message_events"):
-        if dm.get("type") == "message_create":
-            events.append(parse_v1_dm(dm, users, account))
-    for deleted in _list(payload, "tweet_delete_events"):
-        events.append(parse_v1_delete(deleted, account))
-    unknown = tuple(sorted(k for k in payload if k.endswith("_events")
+    for where, tweet in _entries(delivery, "tweet_create_events"):
+        events.append(parse_v1_tweet(tweet, account, where))
+    for where, dm in _entries(delivery, "direct_message_events"):
+        if _is_message_create(dm, where):
+            events.append(parse_v1_dm(dm, users, account, where))
+    for where, deleted in _entries(delivery, "tweet_delete_events"):
+        events.append(parse_v1_delete(deleted, account, where))
+    unknown = tuple(sorted(k for k in delivery if k.endswith("_events")
                            and k not in ACCOUNT_ACTIVITY_EVENTS))
     return Delivery(account, tuple(events), unknown)
 
 
-def parse_v1_tweet(tweet: Mapping[str, Any], account: str) -> SocialMessage:
-    """A v1.1 tweet object as a message; the full text even when X truncated it."""
-    try:
-        user = tweet["user"]
-        message_id = _id(tweet.get("id_str") or tweet.get("id"))
-        author = _v1_user(user)
-    except (KeyError, TypeError) as err:
-        raise PayloadError(f"tweet without {err}") from err
-    if message_id is None:
-        raise PayloadError("tweet without an id")
-    extended = tweet.get("extended_tweet") or {}
-    text = extended.get("full_text") or tweet.get("full_text") or tweet.get("text") or ""
-    entities = extended.get("entities") or tweet.get("entities") or {}
-    media = (extended.get("extended_entities") or tweet.get("extended_entities") or {})
-    parent = _id(tweet.get("in_reply_to_status_id_str"))
+def parse_v1_tweet(tweet: Mapping[str, Any], account: str, where: str = "tweet") -> SocialMessage:
+    """Return a v1.1 tweet object as a message, with the full text even when X truncated it.
+
+    Raises PayloadError naming the first field that does not fit.
+    """
+    message_id = _required_id(tweet, where, "id_str", "id")
+    author = _v1_author(tweet, where)
+    extended = payload.mapping(tweet, "extended_tweet", f"{where}.extended_tweet")
+    entities = _first_mapping(where, "entities", (extended, "extended_tweet"), (tweet, ""))
+    media = _first_mapping(where, "extended_entities", (extended, "extended_tweet"), (tweet, ""))
+    parent = payload.digits(tweet.get("in_reply_to_status_id_str"),
+                            f"{where}.in_reply_to_status_id_str")
     return SocialMessage(
-        channel=CHANNEL, account=account, message_id=message_id, kind=_v1_kind(tweet),
-        author=author, text=text, created_at=_v1_time(tweet),
+        channel=CHANNEL, account=account, message_id=message_id, kind=_v1_kind(tweet, parent, where),
+        author=author, text=_v1_text(tweet, extended, where),
+        created_at=_v1_time(tweet, message_id, where),
         in_reply_to_id=parent, conversation_id=parent or message_id,
-        expanded_urls=_expanded_urls(entities), media_urls=_media_urls(media),
+        expanded_urls=_expanded_urls(*entities), media_urls=_media_urls(*media),
         permalink=_permalink(author.handle, message_id),
-        language=tweet.get("lang"), is_own=author.user_id == account, raw=tweet,
+        language=payload.optional_text(tweet.get("lang"), f"{where}.lang", max_chars=MAX_SHORT),
+        is_own=author.is_known and author.user_id == account, raw=tweet,
     )
 
 
-def _v1_kind(tweet: Mapping[str, Any]) -> MessageKind:
-    if tweet.get("retweeted_status"):
+def _v1_author(tweet: Mapping[str, Any], where: str) -> SocialUser:
+    user = payload.mapping(tweet, "user", f"{where}.user")
+    return _v1_user(user, f"{where}.user") if user else unknown_user()
+
+
+def _v1_text(tweet: Mapping[str, Any], extended: Mapping[str, Any], where: str) -> str:
+    # X cuts `text` at 140 characters and puts the whole post in `extended_tweet.full_text`.
+    # https://docs.x.com/x-api/enterprise-gnip-2.0/fundamentals/account-activity
+    return (payload.text(extended.get("full_text"), f"{where}.extended_tweet.full_text")
+            or payload.text(tweet.get("full_text"), f"{where}.full_text")
+            or payload.text(tweet.get("text"), f"{where}.text"))
+
+
+def _v1_kind(tweet: Mapping[str, Any], parent: str | None, where: str) -> MessageKind:
+    if payload.mapping(tweet, "retweeted_status", f"{where}.retweeted_status"):
         return MessageKind.RETWEET
-    if tweet.get("quoted_status") or tweet.get("is_quote_status"):
+    quoted = payload.mapping(tweet, "quoted_status", f"{where}.quoted_status")
+    if quoted or payload.boolean(tweet.get("is_quote_status"), f"{where}.is_quote_status"):
         return MessageKind.QUOTE
-    if tweet.get("in_reply_to_status_id_str"):
+    if parent is not None:
         return MessageKind.REPLY
     return MessageKind.MENTION
 
 
-def _v1_time(obj: Mapping[str, Any]) -> datetime:
-    if obj.get("timestamp_ms"):
-        return _from_ms(obj["timestamp_ms"])
+def _v1_time(obj: Mapping[str, Any], message_id: str, where: str) -> datetime:
+    if obj.get("timestamp_ms") not in (None, ""):
+        return _from_ms(obj["timestamp_ms"], f"{where}.timestamp_ms")
+    created = payload.optional_text(obj.get("created_at"), f"{where}.created_at",
+                                    max_chars=MAX_SHORT)
+    if created is None:
+        return snowflake_time(message_id)
     try:
-        return datetime.strptime(obj["created_at"], "%a %b %d %H:%M:%S %z %Y")
-    except (KeyError, ValueError, TypeError) as err:
-        raise PayloadError(f"no readable created_at: {err}") from err
+        return datetime.strptime(created, "%a %b %d %H:%M:%S %z %Y")
+    except ValueError as err:
+        raise PayloadError(f"{where}.created_at is not a v1.1 time: {created!r}") from err
 
 
-def _v1_user(user: Mapping[str, Any]) -> SocialUser:
-    return _user(_req_id(user.get("id_str") or user.get("id"), "user id"),
-                 user.get("screen_name") or "", user.get("name") or "",
-                 user.get("followers_count"))
+def _v1_user(user: Mapping[str, Any], where: str) -> SocialUser:
+    return _user(_required_id(user, where, "id_str", "id"),
+                 payload.text(user.get("screen_name"), f"{where}.screen_name",
+                              max_chars=MAX_HANDLE),
+                 payload.text(user.get("name"), f"{where}.name", max_chars=MAX_NAME),
+                 payload.integer(user.get("followers_count"), f"{where}.followers_count"))
 
 
 def _user(user_id: str, handle: str, name: str, followers: int | None) -> SocialUser:
@@ -235,109 +274,159 @@ def _user(user_id: str, handle: str, name: str, followers: int | None) -> Social
                       profile_url=f"https://x.com/{handle}" if handle else None)
 
 
+def unknown_user() -> SocialUser:
+    """Return the author of a post X sent without one (no `author_id` was asked for)."""
+    return SocialUser(CHANNEL, "", "")
+
+
 def _permalink(handle: str, post_id: str) -> str:
     # x.com/i/status/ID opens any post when the author's handle is not known.
     return f"https://x.com/{handle or 'i'}/status/{post_id}"
 
 
-def parse_v1_dm(dm: Mapping[str, Any], users: Mapping[str, Any], account: str) -> SocialMessage:
-    """An Account Activity `message_create` DM event as a message."""
-    try:
-        create = dm["message_create"]
-        sender = _req_id(create["sender_id"], "sender_id")
-        recipient = _req_id(create["target"]["recipient_id"], "recipient_id")
-        data = create.get("message_data") or {}
-    except (KeyError, TypeError) as err:
-        raise PayloadError(f"DM event without {err}") from err
-    author = any_user(users.get(sender), sender)
+def _is_message_create(dm: Mapping[str, Any], where: str) -> bool:
+    return payload.text(dm.get("type"), f"{where}.type", max_chars=MAX_SHORT) == "message_create"
+
+
+def parse_v1_dm(dm: Mapping[str, Any], users: Mapping[str, Any], account: str,
+                where: str = "direct_message_events[0]") -> SocialMessage:
+    """Return an Account Activity `message_create` DM event as a message; raises PayloadError."""
+    create = payload.mapping(dm, "message_create", f"{where}.message_create")
+    sender = payload.required_digits(create.get("sender_id"),
+                                     f"{where}.message_create.sender_id")
+    target = payload.mapping(create, "target", f"{where}.message_create.target")
+    recipient = payload.required_digits(target.get("recipient_id"),
+                                        f"{where}.message_create.target.recipient_id")
+    data = payload.mapping(create, "message_data", f"{where}.message_create.message_data")
+    message_id = payload.required_digits(dm.get("id"), f"{where}.id")
+    data_where = f"{where}.message_create.message_data"
     return SocialMessage(
-        channel=CHANNEL, account=account, message_id=_req_id(dm.get("id"), "DM id"),
-        kind=MessageKind.DM, author=author, text=data.get("text") or "",
-        created_at=_from_ms(dm.get("created_timestamp")),
+        channel=CHANNEL, account=account, message_id=message_id, kind=MessageKind.DM,
+        author=any_user(users.get(sender), sender, f"users.{sender}"),
+        text=payload.text(data.get("text"), f"{data_where}.text"),
+        created_at=_dm_time(dm, message_id, where),
         conversation_id=dm_conversation_id(sender, recipient),
-        expanded_urls=_expanded_urls(data.get("entities") or {}),
-        media_urls=_dm_media(data), is_own=sender == account, raw=dm,
+        expanded_urls=_expanded_urls(payload.mapping(data, "entities", f"{data_where}.entities"),
+                                     f"{data_where}.entities"),
+        media_urls=_dm_media(data, data_where), is_own=sender == account, raw=dm,
     )
 
 
-def parse_v1_delete(deleted: Mapping[str, Any], account: str) -> Deletion:
-    """An Account Activity `tweet_delete_events` entry as a deletion."""
-    status = deleted.get("status") or {}
+def _dm_time(dm: Mapping[str, Any], message_id: str, where: str) -> datetime:
+    if dm.get("created_timestamp") in (None, ""):
+        return snowflake_time(message_id)
+    return _from_ms(dm["created_timestamp"], f"{where}.created_timestamp")
+
+
+def parse_v1_delete(deleted: Mapping[str, Any], account: str,
+                    where: str = "tweet_delete_events[0]") -> Deletion:
+    """Return an Account Activity `tweet_delete_events` entry as a deletion."""
+    status = payload.mapping(deleted, "status", f"{where}.status")
     return Deletion(
-        channel=CHANNEL, account=account, message_id=_req_id(status.get("id"), "status.id"),
-        author_id=_req_id(status.get("user_id"), "status.user_id"),
-        deleted_at=_from_ms(deleted.get("timestamp_ms")), raw=deleted,
+        channel=CHANNEL, account=account,
+        message_id=payload.required_digits(status.get("id"), f"{where}.status.id"),
+        author_id=payload.required_digits(status.get("user_id"), f"{where}.status.user_id"),
+        deleted_at=_from_ms(deleted.get("timestamp_ms"), f"{where}.timestamp_ms"), raw=deleted,
     )
 
 
 # ---------------------------------------------------------------- X Activity API
 
-# X Activity API event types → what they carry. Anything else (likes, follows, profile
-# changes, chat, oauth.revoke, and whatever X adds tomorrow) is unknown and ignored.
-# https://docs.x.com/x-api/activity/introduction
-ACTIVITY_EVENTS: dict[str, str] = {
-    "post.create": "post",  # the subscribed account's own post
-    "post.mention.create": "post",
-    "post.reply.create": "post",
-    "post.quote.create": "post",
-    "post.repost.create": "post",
-    "post.delete": "delete",
-    "dm.received": "dm",
-    "dm.sent": "dm",
-}
 
-
-def parse_activity_event(payload: Mapping[str, Any], received_at: datetime) -> Delivery:
-    """Normalise one X Activity API delivery (`{"data": {"event_type": ...}}`)."""
-    data = payload["data"]
-    event_type = str(data.get("event_type"))
-    account = _id((data.get("filter") or {}).get("user_id"))
-    body = data.get("payload")
+def parse_activity_event(data: Mapping[str, Any], received_at: datetime) -> Delivery:
+    """Normalise one X Activity API delivery (its `data` object); raises PayloadError."""
+    event_type = payload.text(data.get("event_type"), "data.event_type", max_chars=MAX_SHORT)
+    filter_ = payload.mapping(data, "filter", "data.filter")
+    account = payload.digits(filter_.get("user_id"), "data.filter.user_id")
     carried = ACTIVITY_EVENTS.get(event_type)
     if carried is None:
         return Delivery(account, (), (event_type,))
     if account is None:
-        raise PayloadError("filter.user_id (the subscribed account) is missing")
-    if not isinstance(body, Mapping):
-        raise PayloadError(f"{event_type} without a payload object")
+        raise PayloadError("data.filter.user_id (the subscribed account) is missing")
+    body = payload.mapping(data, "payload", "data.payload")
+    if not body:
+        raise PayloadError(f"data.payload of {event_type} is missing")
     if carried == "dm":
-        users = body.get("users") or {}
-        dms = [d for d in _list(body, "direct_message_events") if d.get("type") == "message_create"]
-        return Delivery(account, tuple(parse_v1_dm(d, users, account) for d in dms))
+        return Delivery(account, _activity_dms(body, account))
     if carried == "delete":
-        return Delivery(account, (Deletion(
-            channel=CHANNEL, account=account, message_id=_req_id(body.get("id"), "payload.id"),
-            author_id=_req_id(body.get("author_id"), "payload.author_id"),
-            deleted_at=received_at, raw=payload),))
-    users = users_by_id(data.get("includes"))
-    return Delivery(account, (parse_v2_post(body, users, account),))
+        return Delivery(account, (_activity_delete(body, account, received_at, data),))
+    users = users_by_id(payload.mapping(data, "includes", "data.includes"), "data.includes")
+    return Delivery(account, (parse_v2_post(body, users, account, "data.payload"),))
+
+
+def _activity_dms(body: Mapping[str, Any], account: str) -> tuple[SocialMessage, ...]:
+    # XAA DMs come in the Account Activity shape, their users map holding v2 users.
+    # https://docs.x.com/x-api/activity/event-payloads
+    users = payload.mapping(body, "users", "data.payload.users")
+    return tuple(parse_v1_dm(dm, users, account, where)
+                 for where, dm in _entries(body, "direct_message_events", "data.payload")
+                 if _is_message_create(dm, where))
+
+
+def _activity_delete(body: Mapping[str, Any], account: str, received_at: datetime,
+                     data: Mapping[str, Any]) -> Deletion:
+    return Deletion(
+        channel=CHANNEL, account=account,
+        message_id=payload.required_digits(body.get("id"), "data.payload.id"),
+        author_id=payload.required_digits(body.get("author_id"), "data.payload.author_id"),
+        deleted_at=received_at, raw={"data": data})
 
 
 # ---------------------------------------------------------------- v2 objects (polling, XAA)
 
 
-def parse_v2_post(
-    post: Mapping[str, Any], users: Mapping[str, Mapping[str, Any]], account: str,
-) -> SocialMessage:
-    """A v2 post object as a message, its author looked up in `includes.users` (by id)."""
-    message_id = _req_id(post.get("id"), "post id")
-    author_id = _req_id(post.get("author_id"), "author_id")
-    author = any_user(users.get(author_id), author_id)
-    note = post.get("note_tweet") or {}  # long posts: the full text is here
-    references = {r.get("type"): _id(r.get("id")) for r in post.get("referenced_tweets") or []}
+def parse_v2_post(post: Mapping[str, Any], users: Mapping[str, Mapping[str, Any]],
+                  account: str, where: str = "post") -> SocialMessage:
+    """Return a v2 post object as a message, its author looked up in `includes.users`.
+
+    A post without `author_id` (X leaves it out unless asked) has an unknown author; one
+    without `created_at` is dated by its id. Raises PayloadError for a field that does not fit.
+    """
+    message_id = payload.required_digits(post.get("id"), f"{where}.id")
+    author = _v2_author(post, users, where)
+    note = payload.mapping(post, "note_tweet", f"{where}.note_tweet")  # long posts: full text
+    references = _v2_references(post, where)
+    entities = _first_mapping(where, "entities", (note, "note_tweet"), (post, ""))
+    text = (payload.text(note.get("text"), f"{where}.note_tweet.text")
+            or payload.text(post.get("text"), f"{where}.text"))
     return SocialMessage(
         channel=CHANNEL, account=account, message_id=message_id, kind=_v2_kind(references),
-        author=author, text=note.get("text") or post.get("text") or "",
-        created_at=_iso(post.get("created_at")),
+        author=author, text=text, created_at=_v2_time(post, message_id, where),
         in_reply_to_id=references.get("replied_to"),
-        conversation_id=_id(post.get("conversation_id")) or message_id,
-        expanded_urls=_expanded_urls(note.get("entities") or post.get("entities") or {}),
+        conversation_id=payload.digits(post.get("conversation_id"),
+                                       f"{where}.conversation_id") or message_id,
+        expanded_urls=_expanded_urls(*entities),
         permalink=_permalink(author.handle, message_id),
-        language=post.get("lang"), is_own=author_id == account, raw=post,
+        language=payload.optional_text(post.get("lang"), f"{where}.lang", max_chars=MAX_SHORT),
+        is_own=author.is_known and author.user_id == account, raw=post,
     )
 
 
-def _v2_kind(references: Mapping[str | None, str | None]) -> MessageKind:
+def _v2_author(post: Mapping[str, Any], users: Mapping[str, Mapping[str, Any]],
+               where: str) -> SocialUser:
+    author_id = payload.digits(post.get("author_id"), f"{where}.author_id")
+    if author_id is None:
+        return unknown_user()
+    return any_user(users.get(author_id), author_id, f"includes.users[{author_id}]")
+
+
+def _v2_references(post: Mapping[str, Any], where: str) -> dict[str, str | None]:
+    references: dict[str, str | None] = {}
+    for index, ref in enumerate(payload.objects(post, "referenced_tweets",
+                                                f"{where}.referenced_tweets")):
+        at = f"{where}.referenced_tweets[{index}]"
+        kind = payload.text(ref.get("type"), f"{at}.type", max_chars=MAX_SHORT)
+        references[kind] = payload.digits(ref.get("id"), f"{at}.id")
+    return references
+
+
+def _v2_time(obj: Mapping[str, Any], message_id: str, where: str) -> datetime:
+    created = payload.optional_text(obj.get("created_at"), f"{where}.created_at",
+                                    max_chars=MAX_SHORT)
+    return _iso(created, f"{where}.created_at") if created else snowflake_time(message_id)
+
+
+def _v2_kind(references: Mapping[str, str | None]) -> MessageKind:
     if "retweeted" in references:
         return MessageKind.RETWEET
     if "quoted" in references:
@@ -347,50 +436,76 @@ def _v2_kind(references: Mapping[str | None, str | None]) -> MessageKind:
     return MessageKind.MENTION
 
 
-def _v2_user(user: Mapping[str, Any], user_id: str) -> SocialUser:
-    metrics = user.get("public_metrics") or {}
-    return _user(user_id, user.get("username") or "", user.get("name") or "",
-                 metrics.get("followers_count"))
+def _v2_user(user: Mapping[str, Any], user_id: str, where: str) -> SocialUser:
+    metrics = payload.mapping(user, "public_metrics", f"{where}.public_metrics")
+    return _user(user_id,
+                 payload.text(user.get("username"), f"{where}.username", max_chars=MAX_HANDLE),
+                 payload.text(user.get("name"), f"{where}.name", max_chars=MAX_NAME),
+                 payload.integer(metrics.get("followers_count"),
+                                 f"{where}.public_metrics.followers_count"))
 
 
-def parse_v2_dm(
-    event: Mapping[str, Any], users: Mapping[str, Mapping[str, Any]], account: str,
-) -> SocialMessage:
-    """A v2 `MessageCreate` DM event (GET /2/dm_events) as a message."""
-    sender = _req_id(event.get("sender_id"), "sender_id")
+def parse_v2_dm(event: Mapping[str, Any], users: Mapping[str, Mapping[str, Any]],
+                account: str, where: str = "dm_event") -> SocialMessage:
+    """Return a v2 `MessageCreate` DM event (GET /2/dm_events) as a message.
+
+    By default X sends only `id`, `text` and `event_type`: without `sender_id` the author is
+    unknown, without `created_at` the time is read from the id. Raises PayloadError.
+    """
+    message_id = payload.required_digits(event.get("id"), f"{where}.id")
+    sender = payload.digits(event.get("sender_id"), f"{where}.sender_id")
+    author = (any_user(users.get(sender), sender, f"includes.users[{sender}]")
+              if sender is not None else unknown_user())
     return SocialMessage(
-        channel=CHANNEL, account=account, message_id=_req_id(event.get("id"), "DM event id"),
-        kind=MessageKind.DM, author=any_user(users.get(sender), sender),
-        text=event.get("text") or "", created_at=_iso(event.get("created_at")),
-        conversation_id=_id(event.get("dm_conversation_id")),
-        expanded_urls=_expanded_urls(event.get("entities") or {}),
+        channel=CHANNEL, account=account, message_id=message_id, kind=MessageKind.DM,
+        author=author, text=payload.text(event.get("text"), f"{where}.text"),
+        created_at=_v2_time(event, message_id, where),
+        conversation_id=_conversation_id(event.get("dm_conversation_id"),
+                                         f"{where}.dm_conversation_id"),
+        expanded_urls=_expanded_urls(
+            payload.mapping(event, "entities", f"{where}.entities"), f"{where}.entities"),
         is_own=sender == account, raw=event,
     )
 
 
-def users_by_id(includes: Mapping[str, Any] | None) -> dict[str, Mapping[str, Any]]:
-    """`includes.users` (a list, or an object keyed by id) as a dict keyed by id.
+def users_by_id(includes: Mapping[str, Any], where: str = "includes",
+                ) -> dict[str, Mapping[str, Any]]:
+    """Return `includes.users` (a list, or an object keyed by id) as a dict keyed by id.
 
     The X Activity API sometimes wraps each user in `{"data": {...}}`; unwrapped here.
+    Raises PayloadError when `users` or an entry in it is of the wrong type.
     """
-    users = (includes or {}).get("users") or []
+    users = includes.get("users")
     if isinstance(users, Mapping):
-        return {str(k): _unwrap(v) for k, v in users.items() if isinstance(v, Mapping)}
-    unwrapped = [_unwrap(u) for u in users if isinstance(u, Mapping)]
-    return {str(u["id"]): u for u in unwrapped if "id" in u}
+        return {payload.required_digits(key, f"{where}.users key"):
+                _unwrap(payload.mapping(users, key, f"{where}.users.{key}"), f"{where}.users")
+                for key in users}
+    by_id: dict[str, Mapping[str, Any]] = {}
+    for index, entry in enumerate(payload.objects(includes, "users", f"{where}.users")):
+        user = _unwrap(entry, f"{where}.users[{index}]")
+        user_id = payload.digits(user.get("id"), f"{where}.users[{index}].id")
+        if user_id is not None:
+            by_id[user_id] = user
+    return by_id
 
 
-def _unwrap(user: Mapping[str, Any]) -> Mapping[str, Any]:
-    inner = user.get("data")
-    return inner if isinstance(inner, Mapping) and "id" not in user else user
+def _unwrap(user: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    if "id" in user:
+        return user
+    inner = payload.mapping(user, "data", f"{where}.data")
+    return inner or user
 
 
-def any_user(user: Mapping[str, Any] | None, user_id: str) -> SocialUser:
-    """A user object of either API version (v1.1 `screen_name`, v2 `username`)."""
+def any_user(user: Any, user_id: str, where: str) -> SocialUser:
+    """Return a user object of either API version (v1.1 `screen_name`, v2 `username`);
+    only the id when X sent no object for it. Raises PayloadError for a field that does not fit.
+    """
     if not user:
         return SocialUser(CHANNEL, user_id, "")
-    user = _unwrap(user)
-    return _v1_user(user) if "screen_name" in user else _v2_user(user, user_id)
+    if not isinstance(user, Mapping):
+        raise PayloadError(f"{where} is not an object")
+    user = _unwrap(user, where)
+    return _v1_user(user, where) if "screen_name" in user else _v2_user(user, user_id, where)
 
 
 # ---------------------------------------------------------------- small helpers
@@ -402,66 +517,103 @@ SNOWFLAKE_EPOCH_MS = 1288834974657
 
 
 def snowflake_at(moment: datetime) -> str:
-    """The smallest X id that could have been made at `moment` (a cursor "from now on")."""
+    """Return the smallest X id that could have been made at `moment` (a cursor "from now")."""
     millis = int(moment.timestamp() * 1000) - SNOWFLAKE_EPOCH_MS
     return str(max(millis, 0) << 22)
 
 
+def snowflake_time(message_id: str) -> datetime:
+    """Return the moment X made the id (to the millisecond): the time of a post or DM that
+    came without `created_at`."""
+    millis = (int(message_id) >> 22) + SNOWFLAKE_EPOCH_MS
+    return datetime.fromtimestamp(millis / 1000, UTC)
+
+
 def dm_conversation_id(a: str, b: str) -> str:
-    """X's id of the one-to-one DM conversation between two users: "smaller-larger"."""
+    """Return X's id of the one-to-one DM conversation between two users: "smaller-larger"."""
     low, high = sorted((a, b), key=int)
     return f"{low}-{high}"
 
 
-def _expanded_urls(entities: Mapping[str, Any]) -> tuple[str, ...]:
-    return tuple(u["expanded_url"] for u in entities.get("urls") or []
-                 if isinstance(u, Mapping) and u.get("expanded_url"))
+def _conversation_id(value: Any, where: str) -> str | None:
+    # One-to-one conversations are "id-id"; group conversations are one id.
+    # https://docs.x.com/x-api/direct-messages/lookup/integrate
+    raw = payload.optional_text(value, where, max_chars=2 * payload.MAX_ID_DIGITS + 1)
+    if raw is None:
+        return None
+    parts = raw.split("-")
+    if len(parts) > 2:
+        raise PayloadError(f"{where} is not a DM conversation id: {raw[:41]!r}")
+    return "-".join(payload.required_digits(part, where) for part in parts)
 
 
-def _media_urls(extended_entities: Mapping[str, Any]) -> tuple[str, ...]:
-    media = [m for m in extended_entities.get("media") or [] if isinstance(m, Mapping)]
-    return tuple(str(url) for m in media if (url := m.get("media_url_https") or m.get("media_url")))
+def _required_id(obj: Mapping[str, Any], where: str, *keys: str) -> str:
+    # v1.1 objects carry an id twice: `id_str` exactly, `id` as a number some JSON readers
+    # round (https://docs.x.com/resources/fundamentals/x-ids); the first one present wins.
+    for key in keys:
+        value = payload.digits(obj.get(key), f"{where}.{key}")
+        if value is not None:
+            return value
+    raise PayloadError(f"{where}.{keys[0]} is missing")
 
 
-def _dm_media(data: Mapping[str, Any]) -> tuple[str, ...]:
-    media = ((data.get("attachment") or {}).get("media")) or {}
-    url = media.get("media_url_https") or media.get("media_url")
+def _first_mapping(where: str, key: str, *parents: tuple[Mapping[str, Any], str],
+                   ) -> tuple[Mapping[str, Any], str]:
+    """Return the first non-empty object at `key` among `parents`, with its path."""
+    path = where
+    for parent, at in parents:
+        path = ".".join(p for p in (where, at, key) if p)
+        found = payload.mapping(parent, key, path)
+        if found:
+            return found, path
+    return {}, path
+
+
+def _entries(parent: Mapping[str, Any], key: str,
+             prefix: str = "") -> list[tuple[str, Mapping[str, Any]]]:
+    where = f"{prefix}.{key}" if prefix else key
+    return [(f"{where}[{i}]", item) for i, item in enumerate(payload.objects(parent, key, where))]
+
+
+def _expanded_urls(entities: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    urls = payload.objects(entities, "urls", f"{where}.urls")
+    found = (payload.optional_text(u.get("expanded_url"), f"{where}.urls[{i}].expanded_url",
+                                   max_chars=MAX_URL) for i, u in enumerate(urls))
+    return tuple(url for url in found if url)
+
+
+def _media_urls(extended_entities: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    media = payload.objects(extended_entities, "media", f"{where}.media")
+    return tuple(url for i, m in enumerate(media)
+                 if (url := _media_url(m, f"{where}.media[{i}]")))
+
+
+def _media_url(media: Mapping[str, Any], where: str) -> str | None:
+    return (payload.optional_text(media.get("media_url_https"), f"{where}.media_url_https",
+                                  max_chars=MAX_URL)
+            or payload.optional_text(media.get("media_url"), f"{where}.media_url",
+                                     max_chars=MAX_URL))
+
+
+def _dm_media(data: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    attachment = payload.mapping(data, "attachment", f"{where}.attachment")
+    media = payload.mapping(attachment, "media", f"{where}.attachment.media")
+    url = _media_url(media, f"{where}.attachment.media")
     return (url,) if url else ()
 
 
-def _list(payload: Mapping[str, Any], key: str) -> Iterable[Mapping[str, Any]]:
-    value = payload.get(key) or []
-    if not isinstance(value, list):
-        raise PayloadError(f"{key} is not a list")
-    return [v for v in value if isinstance(v, Mapping)]
+def _from_ms(value: Any, where: str) -> datetime:
+    # X sends these as strings of digits (Account Activity) or numbers; either is read.
+    digits = payload.required_digits(value, where)
+    millis = int(digits)
+    if millis > MAX_MILLIS:
+        raise PayloadError(f"{where} is out of range for a millisecond time")
+    return datetime.fromtimestamp(millis / 1000, UTC)
 
 
-def _id(value: Any) -> str | None:
-    # Ids exceed 2^53: they are only ever handled as strings of digits.
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise PayloadError(f"not an id: {value!r}")
-    return str(value)
-
-
-def _req_id(value: Any, what: str) -> str:
-    result = _id(value)
-    if result is None:
-        raise PayloadError(f"{what} is missing")
-    return result
-
-
-def _from_ms(value: Any) -> datetime:
+def _iso(value: str, where: str) -> datetime:
     try:
-        return datetime.fromtimestamp(int(value) / 1000, UTC)
-    except (TypeError, ValueError) as err:
-        raise PayloadError(f"not a millisecond timestamp: {value!r}") from err
-
-
-def _iso(value: Any) -> datetime:
-    try:
-        moment = datetime.fromisoformat(str(value))
+        moment = datetime.fromisoformat(value)
     except ValueError as err:
-        raise PayloadError(f"not an ISO 8601 time: {value!r}") from err
+        raise PayloadError(f"{where} is not an ISO 8601 time: {value!r}") from err
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,40 @@ def test_not_an_x_payload_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_text('{"hello": 1}')
     result = CliRunner().invoke(cli, ["inspect", "x", str(bad)])
     assert result.exit_code == 2 and "no X webhook events" in result.stderr
+
+
+def test_a_default_fields_page_prints_every_post_with_the_author_unknown() -> None:
+    # X's documented answer when no expansions or fields are asked for: id and text only.
+    lines = inspect(PAYLOADS / "api/users_mentions_200_default_fields_documented.json")
+    assert [line["message_id"] for line in lines] == [
+        "1375152598945312768", "1375152449594523649", "1375152043455873027",
+        "1375151947360174082", "1375151827189137412"]
+    assert all(line["author_known"] is False and line["author_id"] == "" for line in lines)
+    assert all(str(line["created_at"]).startswith("2021-03-25T18:") for line in lines)
+
+
+def test_an_empty_dm_page_prints_nothing() -> None:
+    assert inspect(PAYLOADS / "api/dm_events_200_empty_recorded.json") == []
+
+
+def test_a_default_fields_dm_page_prints_its_messages() -> None:
+    lines = inspect(PAYLOADS / "api/dm_conversation_events_200_recorded.json")
+    assert [(line["kind"], line["text"]) for line in lines] == [
+        ("dm", "Testing 2"), ("dm", "Testing 1")]
+
+
+def test_a_bad_entry_of_a_page_is_skipped_and_the_rest_printed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The recorded mentions page, one post's id made unreadable (hand-modified).
+    page = json.loads((PAYLOADS / "api/users_mentions_200_recorded.json").read_bytes())
+    page["data"][1]["id"] = "12x"
+    page["data"][2]["text"] = {"not": "text"}
+    path = tmp_path / "page.json"
+    path.write_text(json.dumps(page))
+    with caplog.at_level(logging.WARNING, logger="deskbridge.x.poll"):
+        lines = inspect(path)
+    assert len(lines) == len(page["data"]) - 2
+    assert page["data"][0]["id"] == lines[0]["message_id"]
+    skipped = [r.getMessage() + " " + str(getattr(r, "error", "")) for r in caplog.records]
+    assert any("data[1].id is not an id" in s for s in skipped)
+    assert any("data[2].text is not a string" in s for s in skipped)

@@ -256,4 +256,6 @@ def test_text_only_the_standard_library_reads_is_stored_as_sent(
     assert response.get_json() == {"received": 1, "ignored": ["odd_\udcff_events"]}
     assert runtime.intake.flush()
     item = runtime.store.find_item("x", ACCOUNT, "1332557345071644672")
-    assert item is not None and item.payload["text"] == "@brand help \ud83d"
+    # The text is stored in a form a helpdesk can take (issue 11); the raw payload as sent.
+    assert item is not None and item.payload["text"] == "@brand help \ufffd"
+    assert item.payload["raw"]["text"] == "@brand help \ud83d"

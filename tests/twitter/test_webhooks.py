@@ -17,8 +17,11 @@ from integrations.events import Deletion, MessageKind, SocialMessage
 from integrations.twitter.webhooks import (
     crc_response,
     parse_delivery,
+    parse_v2_dm,
+    parse_v2_post,
     sign,
     snowflake_at,
+    snowflake_time,
     verify_signature,
 )
 
@@ -174,7 +177,8 @@ def test_activity_api_delete_is_dated_when_received() -> None:
     (b"[1, 2]", "not a JSON object"),
     (b'{"hello": "world"}', "neither an Account Activity nor an X Activity API payload"),
     (b'{"for_user_id": "1", "tweet_create_events": {"a": 1}}', "not a list"),
-    (b'{"for_user_id": "1", "tweet_create_events": [{"id_str": "5"}]}', "tweet without"),
+    (b'{"for_user_id": "1", "tweet_create_events": [{"text": "hi"}]}',
+     "tweet_create_events\\[0\\].id_str is missing"),
     (b'{"for_user_id": true, "tweet_create_events": []}', "not an id"),
 ])
 def test_malformed_payloads_name_the_problem(body: bytes, reason: str) -> None:
@@ -209,3 +213,142 @@ def test_a_numeric_account_id_is_read_as_a_string() -> None:
     body["for_user_id"] = int(body["for_user_id"])
     (event,) = parse_delivery(json.dumps(body).encode(), NOW).events
     assert isinstance(event, SocialMessage) and event.account == "1114259648326987776"
+
+
+# ---------------------------------------------------------------- hostile fields (issue 11)
+# Each case is a recorded payload with one field changed (the change is hand-made).
+
+MENTION = "account_activity/tweet_create_mention.json"
+EXTENDED = "account_activity/tweet_create_extended.json"
+RETWEET = "account_activity/handwritten_tweet_create_retweet.json"
+DM = "account_activity/direct_message_events_welcome_message.json"
+XAA_MENTION = "activity_api/post_mention_create.json"
+XAA_REPLY = "activity_api/post_reply_create.json"
+TWEET = ["tweet_create_events", 0]
+CREATE = ["direct_message_events", 0, "message_create"]
+
+
+def mutated(name: str, path: list[str | int], value: Any) -> bytes:
+    body = json.loads(load(name))
+    node = body
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = value
+    return json.dumps(body).encode()
+
+
+HOSTILE = [
+    (MENTION, [*TWEET, "user"], "someone", r"tweet_create_events\[0\]\.user is not an object"),
+    (EXTENDED, [*TWEET, "extended_tweet"], "long", r"\[0\]\.extended_tweet is not an object"),
+    (MENTION, [*TWEET, "entities"], "x", r"tweet_create_events\[0\]\.entities is not an object"),
+    (DM, [*CREATE, "message_data"], "hi", r"message_create\.message_data is not an object"),
+    (DM, ["users"], ["x"], r"^users is not an object"),
+    (XAA_MENTION, ["data", "filter"], "1111111111111111111", r"data\.filter is not an object"),
+    (XAA_MENTION, ["data", "payload", "note_tweet"], 5, r"data\.payload\.note_tweet is not an"),
+    (XAA_REPLY, ["data", "payload", "referenced_tweets"], {"type": "replied_to"},
+     r"data\.payload\.referenced_tweets is not a list"),
+    (XAA_MENTION, ["data", "includes"], ["users"], r"data\.includes is not an object"),
+    (XAA_MENTION, ["data", "includes", "users"], "x", r"data\.includes\.users is not a list"),
+    (MENTION, [*TWEET, "text"], 12345, r"tweet_create_events\[0\]\.text is not a string"),
+    (MENTION, [*TWEET, "user", "followers_count"], "lots",
+     r"\[0\]\.user\.followers_count is not an integer"),
+    (RETWEET, [*TWEET, "entities", "urls", 0, "expanded_url"], ["x"],
+     r"tweet_create_events\[0\]\.entities\.urls\[0\]\.expanded_url is not a string"),
+    (DM, [*CREATE, "sender_id"], "abc", r"message_create\.sender_id is not an id"),
+    (DM, [*CREATE, "sender_id"], "١٢", r"message_create\.sender_id is not an id"),
+    (DM, [*CREATE, "target", "recipient_id"], "²", r"target\.recipient_id is not an id"),
+    (MENTION, [*TWEET, "id_str"], "1\ud800", r"tweet_create_events\[0\]\.id_str is not an id"),
+    (MENTION, [*TWEET, "id_str"], "1" * 21, r"tweet_create_events\[0\]\.id_str is longer"),
+    (MENTION, [*TWEET, "timestamp_ms"], "9" * 400, r"\[0\]\.timestamp_ms is longer than"),
+    (MENTION, [*TWEET, "timestamp_ms"], 10**400, r"\[0\]\.timestamp_ms is out of range"),
+    (MENTION, [*TWEET, "timestamp_ms"], "99999999999999999", r"\[0\]\.timestamp_ms is out of"),
+    (DM, ["direct_message_events", 0, "created_timestamp"], -1,
+     r"\[0\]\.created_timestamp is out of range"),
+    (MENTION, [*TWEET, "user", "screen_name"], "a" * 65, r"user\.screen_name is longer"),
+    (MENTION, [*TWEET, "user", "name"], {"first": "A"}, r"user\.name is not a string"),
+    (MENTION, [*TWEET, "lang"], ["en"], r"tweet_create_events\[0\]\.lang is not a string"),
+    (MENTION, [*TWEET, "created_at"], 5, None),  # timestamp_ms wins; created_at is unread
+    (MENTION, ["for_user_id"], "0x1f", r"for_user_id is not an id"),
+    (XAA_MENTION, ["data", "event_type"], 7, r"data\.event_type is not a string"),
+    (XAA_MENTION, ["data", "payload"], "post", r"data\.payload is not an object"),
+    (XAA_MENTION, ["data", "payload", "author_id"], True, r"data\.payload\.author_id is not an"),
+]
+
+
+@pytest.mark.parametrize(("name", "path", "value", "reason"), HOSTILE,
+                         ids=[".".join(map(str, c[1][-2:])) + f"={c[2]!r:.12}" for c in HOSTILE])
+def test_a_field_of_the_wrong_type_or_size_is_refused_by_name(
+        name: str, path: list[str | int], value: Any, reason: str | None) -> None:
+    body = mutated(name, path, value)
+    if reason is None:
+        assert parse_delivery(body, NOW).events
+        return
+    with pytest.raises(PayloadError, match=reason):
+        parse_delivery(body, NOW)
+
+
+def test_a_5000_digit_integer_anywhere_is_refused() -> None:
+    body = load(MENTION).replace(b'"retweet_count": 0', b'"retweet_count": ' + b"7" * 5000, 1)
+    assert b"7" * 5000 in body
+    with pytest.raises(PayloadError, match="not usable JSON"):
+        parse_delivery(body, NOW)
+
+
+def test_nesting_2000_deep_is_refused() -> None:
+    body = mutated(MENTION, [*TWEET, "place"], None).replace(
+        b'"place": null', b'"place": ' + b"[" * 2000 + b"]" * 2000, 1)
+    with pytest.raises(PayloadError, match="nested more than"):
+        parse_delivery(body, NOW)
+
+
+def test_unstorable_text_is_made_storable_and_the_raw_payload_keeps_it() -> None:
+    body = mutated(MENTION, [*TWEET, "text"], "@brand help \ud83d and \x00 this")
+    (m,) = parse_delivery(body, NOW).events
+    assert isinstance(m, SocialMessage)
+    assert m.text == "@brand help \ufffd and  this"
+    assert m.raw["text"] == "@brand help \ud83d and \x00 this"
+
+
+def test_one_bad_entry_refuses_the_whole_signed_delivery() -> None:
+    body = json.loads(load(MENTION))
+    good = body["tweet_create_events"][0]
+    body["tweet_create_events"] = [good, {**good, "id_str": "abc", "id": None}]
+    with pytest.raises(PayloadError, match=r"tweet_create_events\[1\]\.id_str is not an id"):
+        parse_delivery(json.dumps(body).encode(), NOW)
+
+
+def test_a_dm_conversation_id_is_checked() -> None:
+    event = {"id": "1585800613752881156", "text": "hi", "event_type": "MessageCreate"}
+    assert parse_v2_dm({**event, "dm_conversation_id": "12-34"}, {}, "1").conversation_id == \
+        "12-34"
+    assert parse_v2_dm({**event, "dm_conversation_id": "99"}, {}, "1").conversation_id == "99"
+    for bad in ("12-x", "1-2-3", "١-٢", 12.5):
+        with pytest.raises(PayloadError, match="dm_event.dm_conversation_id"):
+            parse_v2_dm({**event, "dm_conversation_id": bad}, {}, "1")
+
+
+# ---------------------------------------------------------------- missing optional fields
+
+
+def test_a_post_without_author_or_time_is_kept_with_the_author_unknown() -> None:
+    page = json.loads(load("api/users_mentions_200_default_fields_documented.json"))
+    post = parse_v2_post(page["data"][0], {}, "2244994945")
+    assert (post.message_id, post.kind) == ("1375152598945312768", MessageKind.MENTION)
+    assert not post.author.is_known and post.author.user_id == "" and not post.is_own
+    assert post.created_at == snowflake_time(post.message_id)
+    assert post.created_at.date().isoformat() == "2021-03-25"  # the posts of the doc's example
+    assert post.permalink == "https://x.com/i/status/1375152598945312768"
+
+
+def test_snowflake_time_matches_a_recorded_timestamp() -> None:
+    m = only_message("account_activity/tweet_create_mention.json")  # timestamp_ms given
+    assert snowflake_time(m.message_id) == m.created_at
+
+
+def test_a_tweet_without_a_time_is_dated_by_its_id() -> None:
+    body = json.loads(load(MENTION))
+    del body["tweet_create_events"][0]["timestamp_ms"], body["tweet_create_events"][0][
+        "created_at"]
+    (m,) = parse_delivery(json.dumps(body).encode(), NOW).events
+    assert isinstance(m, SocialMessage)
+    assert m.created_at == datetime(2020, 11, 28, 5, 30, 3, 440000, tzinfo=UTC)
