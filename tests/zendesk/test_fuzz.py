@@ -45,7 +45,7 @@ TRIGGERS = Path(__file__).resolve().parents[1] / "payloads" / "zendesk" / "trigg
 RECORDED = sorted(p for p in TRIGGERS.iterdir() if p.name.startswith("handwritten_"))
 SECRET = "zendesk-fuzz-signing-secret"
 URL = "/webhooks/zendesk/hd"
-EXAMPLES = int(os.environ.get("DESKBRIDGE_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("DESKBRIDGE_FUZZ_EXAMPLES", "300"))
 SEEDED_TICKET = "1001"  # the fake helpdesk's first ticket: it has a conversation on X
 SEEDED_COMMENT = "54509304133531"  # the recorded payloads' comment id
 
@@ -111,7 +111,7 @@ def mutated_body(draw: st.DrawFn) -> bytes:
     raw: list[str] = []
     for _ in range(draw(st.integers(min_value=1, max_value=4))):
         key = draw(st.sampled_from(FIELDS))
-        kind = draw(st.sampled_from(["value", "drop", "raw", "seeded", "odd_digits"]))
+        kind = draw(st.sampled_from(["value", "drop", "raw", "seeded", "fresh", "odd_digits"]))
         if kind == "value":
             body[key] = draw(json_values)
         elif kind == "drop":
@@ -121,6 +121,8 @@ def mutated_body(draw: st.DrawFn) -> bytes:
             raw.append(draw(raw_values))
         elif kind == "seeded":  # the ticket and comment the doubles know: goes all the way
             body.update(ticket_id=SEEDED_TICKET, comment_id=SEEDED_COMMENT)
+        elif kind == "fresh":  # a comment the helpdesk does not have: a new item, not a dupe
+            body["comment_id"] = str(draw(st.integers(min_value=1, max_value=10**20 - 1)))
         else:
             body[key] = draw(st.sampled_from(ODD_DIGITS))
     return _render(body, raw, draw)
@@ -239,7 +241,7 @@ def test_no_signed_body_gets_a_5xx_and_every_accepted_item_settles(tmp_path: Pat
     tally = Tally()
     with fuzzed_app(tmp_path) as app:
 
-        @settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 150,
+        @settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 300,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
         @given(mutated_body())
         def one(body: bytes) -> None:
