@@ -35,6 +35,29 @@ class HelpdeskUser:
     name: str = ""
 
 
+# The author roles whose comments are the company speaking (Zendesk's user roles:
+# https://developer.zendesk.com/api-reference/ticketing/users/users/#json-format).
+STAFF_ROLES = frozenset({"agent", "admin"})
+
+
+@dataclass(frozen=True)
+class HelpdeskComment:
+    """A comment as the helpdesk's API has it, read back before an answer goes out: a
+    webhook only says that a comment exists, this says what it is."""
+
+    id: str
+    ticket_id: str
+    body: str  # the text as the agent wrote it (plain text)
+    public: bool
+    author_id: str | None
+    author_role: str = ""  # "end-user", "agent", "admin"; "" when the helpdesk did not say
+
+    @property
+    def is_by_staff(self) -> bool:
+        """Return whether an agent or admin wrote it (an unknown author is not staff)."""
+        return self.author_role in STAFF_ROLES
+
+
 @dataclass(frozen=True)
 class NewTicket:
     """What the pipeline asks to open: the message becomes the first comment."""
@@ -91,6 +114,10 @@ class Helpdesk(Protocol):
 
     def get_ticket(self, ticket_id: str) -> Ticket | None:
         """The ticket read fresh, or None if it does not exist."""
+        ...
+
+    def get_comment(self, ticket_id: str, comment_id: str) -> HelpdeskComment | None:
+        """The comment read fresh, or None if that ticket has no comment with that id."""
         ...
 
     def find_user(self, author: SocialUser) -> HelpdeskUser | None:

@@ -38,7 +38,14 @@ from integrations.events import (
     SocialMessage,
     SocialUser,
 )
-from integrations.helpdesk import DeletionNotice, Helpdesk, NewComment, NewTicket, WriteResult
+from integrations.helpdesk import (
+    DeletionNotice,
+    Helpdesk,
+    HelpdeskComment,
+    NewComment,
+    NewTicket,
+    WriteResult,
+)
 from integrations.linking import Action, LinkDecision, LinkRules, PendingClaim, decide
 from integrations.lookup import StoreHelpdeskLookup
 from integrations.queue import QueueUnavailable, TaskQueue
@@ -512,50 +519,70 @@ ANSWERABLE_KINDS = {k.value for k in (MessageKind.MENTION, MessageKind.REPLY, Me
 def handle_agent_reply(work: Work) -> str:
     """Send an agent's public answer to the customer, where the conversation runs.
 
-    The answer goes to the latest verified message on the ticket: a reply (or a numbered
-    thread) under a post, or a DM after a DM. Internal notes never go out, and nothing goes
-    to a sender whose claim on the ticket is unverified (that would reveal the ticket).
+    The webhook only says that a comment exists: the comment is read back from the helpdesk
+    (one call) before anything goes out, and what is sent is the helpdesk's text, never the
+    webhook's. A comment that is not on the ticket, not public, or not written by staff sends
+    nothing. The answer goes to the latest verified message on the ticket: a reply (or a
+    numbered thread) under a post, or a DM after a DM; nothing goes to a sender whose claim
+    on the ticket is unverified (that would reveal the ticket).
     """
     reply = work.event
     if not isinstance(reply, AgentReply):
         raise Permanent("an agent reply item does not hold an agent reply")
     if not reply.public:
         return "ignore: an internal note is never sent"
-    if not reply.text.strip():
-        return "ignore: an empty answer is never sent"
     links = work.pipeline.store.links_for_ticket(reply.helpdesk, reply.ticket_id)
     customer = [lk for lk in links if lk.verified and lk.message_kind in ANSWERABLE_KINDS]
     if not customer:
         raise Permanent(f"ticket {reply.ticket_id} has no verified social conversation to answer")
-    last = customer[-1]
     router = work.pipeline.router
+    comment = router.helpdesk(reply.helpdesk).get_comment(reply.ticket_id, reply.comment_id)
+    refusal = _unsendable(reply, comment)
+    if refusal is not None or comment is None:
+        return f"ignore: {refusal}"
+    last = customer[-1]
     channel = router.channel(last.channel, last.account)
     if last.message_kind == MessageKind.DM.value:
         assert last.author_id is not None
-        sent = _send_dm(work, channel, reply, last.author_id)
+        sent = _send_dm(work, channel, reply.ticket_id, last.author_id, comment.body)
         return f"answered by DM {sent} to user {last.author_id}"
     route = router.route(last.channel, last.account)
     mode, template = (route.long_replies, route.reply_link) if route else ("thread", None)
     link = template.format(ticket_id=reply.ticket_id) if template else None
-    posts = _send_thread(work, channel, reply, last.message_id,
-                         channel.fit_reply(reply.text, mode, link))
+    posts = _send_thread(work, channel, reply.ticket_id, last.message_id,
+                         channel.fit_reply(comment.body, mode, link))
     return f"answered on {last.channel} in reply to {last.message_id}: {', '.join(posts)}"
 
 
-def _send_dm(work: Work, channel: Channel, reply: AgentReply, recipient: str) -> str:
+def _unsendable(reply: AgentReply, comment: HelpdeskComment | None) -> str | None:
+    """Why the comment the webhook names must not go out, in an agent's words; None if it may."""
+    where = f"comment {reply.comment_id}"
+    if comment is None:
+        return f"{where} is not on ticket {reply.ticket_id}"
+    if not comment.public:
+        return f"{where} on ticket {reply.ticket_id} is an internal note, never sent"
+    if not comment.is_by_staff:
+        who = comment.author_role or "an author the helpdesk does not name"
+        return f"{where} on ticket {reply.ticket_id} was written by {who}, not by an agent"
+    if not comment.body.strip():
+        return "an empty answer is never sent"
+    return None
+
+
+def _send_dm(work: Work, channel: Channel, ticket_id: str, recipient: str, text: str) -> str:
     written = work.deliver(
         "dm", channel.kind,
-        lambda key: WriteResult(reply.ticket_id, channel.send_dm(recipient, reply.text)),
-        lambda key: _found(reply.ticket_id, channel.find_dm(recipient, reply.text)))
+        lambda key: WriteResult(ticket_id, channel.send_dm(recipient, text)),
+        lambda key: _found(ticket_id, channel.find_dm(recipient, text)))
     return written.provider_id
 
 
 def _send_thread(
-    work: Work, channel: Channel, reply: AgentReply, parent: str, parts: list[str],
+    work: Work, channel: Channel, ticket_id: str, parent: str, parts: list[str],
 ) -> list[str]:
     posted = []
     for number, part in enumerate(parts, 1):
-        written = _send_reply(work, channel, reply.ticket_id, number, parent, part)
+        written = _send_reply(work, channel, ticket_id, number, parent, part)
         posted.append(written.provider_id)
         parent = written.provider_id  # each part answers the one before it
     return posted

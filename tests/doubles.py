@@ -20,6 +20,7 @@ from typing import Any
 from integrations.events import SocialUser
 from integrations.helpdesk import (
     DeletionNotice,
+    HelpdeskComment,
     HelpdeskUser,
     NewComment,
     NewTicket,
@@ -44,6 +45,8 @@ class RecordingHelpdesk:
         self._lock = threading.Lock()
         self.tickets: dict[str, Ticket] = {}  # tickets that exist before the test: seed them
         self.users: dict[str, HelpdeskUser] = {}  # X user id → the helpdesk user known for it
+        self.comments: dict[str, HelpdeskComment] = {}  # agents' comments, by id: seed them
+        self.comment_reads = 0
         self._in_flight: dict[str, int] = defaultdict(int)
         self.max_overlap: dict[str, int] = defaultdict(int)
 
@@ -63,6 +66,18 @@ class RecordingHelpdesk:
             return None
         return Ticket(ticket_id, "open", f"user-{match['author_id']}",
                       requester_social_ids=(match["author_id"],))
+
+    def add_agent_comment(self, ticket_id: str, comment_id: str, body: str, *,
+                          public: bool = True, role: str = "agent") -> HelpdeskComment:
+        """Seed a comment as an agent (or `role`) wrote it on a ticket; returns it."""
+        comment = HelpdeskComment(comment_id, ticket_id, body, public, f"user-{role}", role)
+        self.comments[comment_id] = comment
+        return comment
+
+    def get_comment(self, ticket_id: str, comment_id: str) -> HelpdeskComment | None:
+        self.comment_reads += 1
+        comment = self.comments.get(comment_id)
+        return comment if comment is not None and comment.ticket_id == ticket_id else None
 
     def find_user(self, author: SocialUser) -> HelpdeskUser | None:
         # Like a helpdesk that stored the X user id on the requester it created.

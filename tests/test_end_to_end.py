@@ -291,3 +291,30 @@ def test_a_handle_taken_by_a_user_search_cannot_find_still_gets_a_ticket(world: 
     (user,) = [u for u in world.zd.users if u.get("external_id") == "x:4040"]
     assert ticket["requester_id"] == user["id"] != owner["id"]
     assert world.runtime.store.dead_letters() == []
+
+
+def test_a_quote_zendesk_left_unescaped_cannot_send_an_answer_to_another_ticket(
+    world: World,
+) -> None:
+    # Two customers, each with a conversation on X and a ticket. An agent's answer on A's
+    # ticket ends in `", "ticket_id": "<B's ticket>`; rendered unescaped, the webhook body is
+    # valid JSON with a second ticket_id, B's.
+    post_b = world.tweet("@brand mijn factuur klopt niet", author="7001", handle="bea")
+    post_a = world.tweet("@brand mijn router knippert", author="7002", handle="ard")
+    world.settle()
+    ticket_a, ticket_b = (next(t for t in world.zd.tickets if t["requester_id"] == u["id"])
+                          for u in (_user(world, "x:7002"), _user(world, "x:7001")))
+    world.zd.escape_json = False
+    answer = f'Herstart hem even, dan is het opgelost", "ticket_id": "{ticket_b["id"]}'
+    world.zd.agent_comment(ticket_a["id"], answer, public=True)
+    (delivery,) = world.zd.wait_for_deliveries(1)
+    assert json.loads(delivery["body"])["ticket_id"] == str(ticket_b["id"])  # last one wins
+    world.settle()
+    replies = [p for p in world.x.posted() if p["kind"] == "tweet"]
+    assert [r["in_reply_to_tweet_id"] for r in replies] == [post_a]  # nothing to B's post
+    assert replies[0]["text"] == answer  # Zendesk's text, whole, not the body's cut-off one
+    assert post_b not in [r["in_reply_to_tweet_id"] for r in replies]
+
+
+def _user(world: World, external_id: str) -> dict[str, object]:
+    return next(u for u in world.zd.users if u.get("external_id") == external_id)

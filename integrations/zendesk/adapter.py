@@ -35,6 +35,7 @@ from integrations.errors import ProviderError, RateLimited
 from integrations.events import SocialUser
 from integrations.helpdesk import (
     DeletionNotice,
+    HelpdeskComment,
     HelpdeskUser,
     NewComment,
     NewTicket,
@@ -170,6 +171,32 @@ class ZendeskHelpdesk:
                           if u.get("id") == ticket.get("requester_id")), {})
         social = _social_id(requester.get("external_id"))
         return _ticket_from(ticket, (social,) if social else ())
+
+    def get_comment(self, ticket_id: str, comment_id: str) -> HelpdeskComment | None:
+        """Return the comment as Zendesk has it, or None when that ticket has no such comment
+        (or there is no such ticket). Raises ProviderError, RateLimited.
+
+        Zendesk has no endpoint for one comment by id: the ticket's comments are read newest
+        first, so the answer a trigger just reported is on the first page (one call), with
+        their authors sideloaded for their roles.
+        https://developer.zendesk.com/api-reference/ticketing/tickets/ticket_comments/#list-comments
+        """
+        if not (_is_id(ticket_id) and _is_id(comment_id)):
+            return None
+        path: str | None = f"/api/v2/tickets/{ticket_id}/comments.json?" + urlencode(
+            {"sort_order": "desc", "include": "users"})
+        while path:
+            try:
+                page = self._get(path)
+            except ProviderError as err:
+                if err.status == 404:
+                    return None
+                raise
+            found = _comment_on_page(page, ticket_id, comment_id)
+            if found is not None:
+                return found
+            path = _next_page(page)
+        return None
 
     def find_user(self, author: SocialUser) -> HelpdeskUser | None:
         """The sender as a Zendesk user, or None.
@@ -347,9 +374,7 @@ class ZendeskHelpdesk:
         while url:
             body = self._get(url)
             items += body.get(key) or []
-            more = (body.get("meta") or {}).get("has_more")
-            url = _api_path(body.get("next_page") or
-                            ((body.get("links") or {}).get("next") if more else None))
+            url = _next_page(body)
         return items
 
     def _call(self, call: Callable[[], T]) -> T:
@@ -382,6 +407,45 @@ def _ticket_from(ticket: dict[str, Any], social_ids: tuple[str, ...] = ()) -> Ti
         updated_at=datetime.fromisoformat(updated) if isinstance(updated, str) else None,
         is_closed=status == CLOSED, requester_social_ids=social_ids,
     )
+
+
+def _is_id(value: str) -> bool:
+    return value.isascii() and value.isdigit() and len(value) <= 20
+
+
+def _comment_on_page(page: dict[str, Any], ticket_id: str,
+                     comment_id: str) -> HelpdeskComment | None:
+    """Return the comment `comment_id` among one page of List Comments, with its author's role
+    from the sideloaded users; None when it is not on this page."""
+    comments = _listed(page, "comments")
+    found = next((c for c in comments
+                  if isinstance(c, dict) and str(c.get("id")) == comment_id), None)
+    if found is None:
+        return None
+    author = found.get("author_id")
+    user = next((u for u in _listed(page, "users")
+                 if isinstance(u, dict) and u.get("id") == author), {})
+    body = found.get("plain_body") if isinstance(found.get("plain_body"), str) \
+        else found.get("body")
+    role = user.get("role")
+    return HelpdeskComment(
+        id=comment_id, ticket_id=ticket_id, body=body if isinstance(body, str) else "",
+        public=found.get("public") is True,
+        author_id=str(author) if author is not None else None,
+        author_role=role if isinstance(role, str) else "")
+
+
+def _listed(body: dict[str, Any], key: str) -> list[Any]:
+    value = body.get(key)
+    return value if isinstance(value, list) else []
+
+
+def _next_page(body: dict[str, Any]) -> str | None:
+    """The path of the page after this one: offset pagination's `next_page`, or cursor
+    pagination's `links.next` while `meta.has_more`."""
+    more = (body.get("meta") or {}).get("has_more")
+    return _api_path(body.get("next_page") or
+                     ((body.get("links") or {}).get("next") if more else None))
 
 
 def _api_path(url: str | None) -> str | None:

@@ -8,7 +8,7 @@ response says so in its `server` header (`deskbridge-zendesk-emulator`) and ever
 
 What it serves under /api/v2 (each group cites the Zendesk documentation its shapes come from):
 - tickets (show with `include=users`, create with `Idempotency-Key`, update), their comments
-  and both redaction endpoints;
+  (`sort_order`, `include=users`) and both redaction endpoints;
 - users (show, show_many, me, create, create_or_update, search), their identities and
   requested tickets;
 - search (`type:user twitter:handle`, `type:ticket requester:ID status<closed`, ...);
@@ -32,7 +32,8 @@ Known simplifications, where Zendesk would differ:
   `role` (any other condition never matches);
 - placeholders are plain `{{name}}` substitutions (Liquid tags and filters are not run; a filter
   is ignored); in a JSON body each value is JSON-escaped, which keeps the body valid JSON: an
-  emulator choice, not checked against a live account;
+  emulator choice, not checked against a live account (`escape_json = False` renders values
+  raw instead, as Zendesk would if it left a quote unescaped);
 - webhook deliveries happen once, in a background thread, with no retries or circuit breaker;
 - pagination links point back at the emulator (so any client can follow them), while the
   `url` of each object names the account as Zendesk does (`https://{subdomain}.zendesk.com`);
@@ -700,6 +701,7 @@ class ZendeskEmulator:
         self.search_lag = search_lag
         self.delivery_timeout = delivery_timeout
         self.account_id = account_id
+        self.escape_json = True  # False: placeholders in a JSON body are rendered unescaped
         self.public_url = f"https://{subdomain}.zendesk.com"
         self._lock = threading.RLock()
         self._delivered = threading.Condition(self._lock)
@@ -1212,7 +1214,14 @@ class ZendeskEmulator:
             comments = [self._render_comment(self._comments[c]) for c in ticket.comment_ids]
             if req.query.get("sort_order") == "desc":
                 comments.reverse()
-            return ApiResult(200, self._page(req, "comments", comments))
+            body = self._page(req, "comments", comments)
+            # `include=users` sideloads the users the page's comments name (their authors).
+            # https://developer.zendesk.com/documentation/ticketing/using-the-zendesk-api/side_loading/
+            if "users" in {i.strip() for i in req.query.get("include", "").split(",")}:
+                ids = dict.fromkeys(c["author_id"] for c in body["comments"])
+                body["users"] = [self._render_user(self._users[u]) for u in ids
+                                 if u in self._users]
+            return ApiResult(200, body)
 
     def _ticket_comment(self, ticket_id: int, comment_id: int) -> _Comment:
         comment = self._comments.get(comment_id)
@@ -1661,7 +1670,7 @@ class ZendeskEmulator:
         fmt = hook.request_format
         url, body = hook.endpoint, b""
         if hook.http_method in ("POST", "PUT", "PATCH"):
-            escape = json_escape if fmt == "json" else (
+            escape = (json_escape if self.escape_json else None) if fmt == "json" else (
                 (lambda s: html_escape(s, quote=True)) if fmt == "xml" else None)
             body = render_placeholders(template, values, escape).encode()
         elif template:

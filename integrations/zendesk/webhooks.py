@@ -2,7 +2,8 @@
 
 deskbridge's Zendesk triggers (made by `deskbridge zendesk setup`) notify one webhook with a
 JSON body of our own design, `trigger_body(event)`, rendered by Zendesk's Liquid placeholders:
-- "comment": an agent added a comment to a deskbridge ticket → an `AgentReply` for the inbox;
+- "comment": an agent added a comment to a deskbridge ticket → an `AgentReply` for the inbox
+  (a notification only: the worker reads the comment back through the API, see `load_body`);
 - "tagged": an agent added the tag `deskbridge_verified` (a macro) → a `ConfirmClaim`.
 Anything else is `Ignored`, never a crash.
 
@@ -27,12 +28,15 @@ from typing import Any, TypeAlias
 
 from integrations.errors import PayloadError, VerificationError
 from integrations.events import AgentReply
+from integrations.payload import MAX_DEPTH, check_depth, digits, required_digits, storable
+from integrations.payload import text as payload_text
 
 SIGNATURE_HEADER = "x-zendesk-webhook-signature"
 TIMESTAMP_HEADER = "x-zendesk-webhook-signature-timestamp"
 INVOCATION_HEADER = "x-zendesk-webhook-invocation-id"  # the same for every retry of a call
 REPLAY_WINDOW = timedelta(minutes=5)
 VERIFIED_TAG = "deskbridge_verified"
+MAX_FIELD = 1_000  # characters of a short field (status, role, name, time, one tag)
 
 # Our trigger events (the "event" value each of deskbridge's triggers puts in its body) → what
 # deskbridge does with them. The names are ours: a trigger's body is whatever we ask for.
@@ -150,18 +154,21 @@ def parse_webhook(
     body: bytes, helpdesk_name: str, invocation_id: str | None,
     *, received_at: datetime | None = None,
 ) -> ZendeskEvent:
-    """What one trigger delivery asks deskbridge to do, for the helpdesk it was sent to.
+    """Return what one trigger delivery asks deskbridge to do, for the helpdesk it was sent to.
 
-    `invocation_id` (the `x-zendesk-webhook-invocation-id` header) stands in for a comment id
-    the body lacks, so retries still deduplicate; `received_at` dates a reply whose
-    `created_at` is unreadable. Raises PayloadError, with the reason, for a malformed body.
+    Only the ids are taken as they come: the body is rendered from placeholders, so its
+    text can hold whatever an agent typed, and the worker reads the comment back through the
+    API before anything goes out (`pipeline.handle_agent_reply`). `invocation_id` (the
+    `x-zendesk-webhook-invocation-id` header) is kept with the reply for the record;
+    `received_at` dates a reply whose `created_at` is unreadable. Raises PayloadError, with
+    the field, for a malformed body.
     """
     payload = load_body(body)
-    event = str(payload.get("event") or "")
+    event = payload_text(payload.get("event"), "event")
     action = TRIGGER_EVENTS.get(event)
     if action is None:
-        return Ignored(f"not a deskbridge trigger event: {event!r}")
-    ticket_id = _ticket_id(payload.get("ticket_id"))
+        return Ignored(f"not a deskbridge trigger event: {event[:40]!r}")
+    ticket_id = required_digits(payload.get("ticket_id"), "ticket_id")
     if action == "confirm_claim":
         return confirmation(helpdesk_name, ticket_id, payload.get("tags")) or Ignored(
             f"ticket {ticket_id} is not tagged {VERIFIED_TAG}")
@@ -172,51 +179,75 @@ def _agent_reply(
     payload: dict[str, Any], helpdesk: str, ticket_id: str, invocation_id: str | None,
     received_at: datetime | None,
 ) -> AgentReply | Ignored:
-    if is_customer_comment(payload):
+    fields = _reply_fields(payload)
+    if is_customer_comment(fields):
         # deskbridge itself writes the customer's posts as public comments by the requester;
-        # answering those would send customers their own words.
+        # answering those would send customers their own words. (The worker checks the
+        # author again from the API; this only spares it the call.)
         return Ignored(f"the latest comment on ticket {ticket_id} is the customer's own")
-    comment_id = _text(payload.get("comment_id")) or (
-        f"invocation:{invocation_id}" if invocation_id else "")
-    if not comment_id:
-        raise PayloadError("comment_id is missing and there is no invocation id to dedupe by")
+    comment_id = digits(payload.get("comment_id"), "comment_id")
+    if comment_id is None:  # the answer cannot be read back, so it could never be sent
+        raise PayloadError("comment_id is missing: the trigger's body must render "
+                           f"{BODY_TEMPLATE['comment_id']} (run `deskbridge zendesk setup`)")
+    raw = {**fields, "ticket_id": ticket_id, "comment_id": comment_id}
+    if invocation_id:
+        raw["invocation_id"] = storable(invocation_id[:64])  # a header: not signed, not refused
     return AgentReply(
         helpdesk=helpdesk, ticket_id=ticket_id, comment_id=comment_id,
-        text=_text(payload.get("comment_body")), public=is_true(payload.get("comment_public")),
-        created_at=_time(payload.get("created_at"), received_at),
-        author_name=_text(payload.get("author_name")), raw=payload,
+        text=fields["comment_body"], public=fields["comment_public"] == "true",
+        created_at=_time(fields["created_at"], received_at),
+        author_name=fields["author_name"], raw=raw,
     )
 
 
-def is_customer_comment(payload: Mapping[str, Any]) -> bool:
-    """Whether the comment was written by an end user or by the ticket's requester."""
+def _reply_fields(payload: Mapping[str, Any]) -> dict[str, str]:
+    """Return the template's other fields, checked and storable: what the inbox keeps of the
+    body (the raw body itself may hold NUL or lone surrogates no store can take)."""
+    fields = {key: payload_text(payload.get(key), key, max_chars=MAX_FIELD)
+              for key in ("ticket_status", "author_role", "created_at", "author_name")}
+    fields["tags"] = " ".join(sorted(parse_tags(payload.get("tags"))))
+    fields["comment_body"] = payload_text(payload.get("comment_body"), "comment_body")
+    fields["comment_public"] = "true" if is_true(payload.get("comment_public"),
+                                                 "comment_public") else "false"
+    for key in ("requester_id", "author_id"):
+        fields[key] = digits(payload.get(key), key) or ""
+    return fields
+
+
+def is_customer_comment(fields: Mapping[str, str]) -> bool:
+    """Return whether the comment was written by an end user or by the ticket's requester."""
     # "end-user" in Zendesk's API; accept the underscore spelling too (placeholders' rendering
     # of the role is not documented).
-    if _text(payload.get("author_role")).lower().replace("_", "-") == "end-user":
+    if fields.get("author_role", "").strip().lower().replace("_", "-") == "end-user":
         return True
-    author = _text(payload.get("author_id"))
-    return bool(author) and author == _text(payload.get("requester_id"))
+    author = fields.get("author_id", "")
+    return bool(author) and author == fields.get("requester_id", "")
 
 
 def confirmation(helpdesk: str, ticket_id: str, tags: Any) -> ConfirmClaim | None:
-    """The ticket's pending claims are confirmed when it carries the verified tag, whichever
-    trigger reports it: a macro may tag and answer in one update, and its "comment" webhook
-    may arrive before its "tagged" one."""
+    """Return the confirmation of the ticket's pending claims when it carries the verified tag,
+    whichever trigger reports it: a macro may tag and answer in one update, and its "comment"
+    webhook may arrive before its "tagged" one. Raises PayloadError for unreadable tags."""
     return ConfirmClaim(helpdesk, ticket_id) if VERIFIED_TAG in parse_tags(tags) else None
 
 
 def parse_tags(value: Any) -> frozenset[str]:
-    """`{{ticket.tags}}` (space-separated) or a JSON list, as a set of tags."""
+    """Return `{{ticket.tags}}` (space-separated) or a JSON list of tags as a set.
+
+    Raises PayloadError when it is neither, or a tag is not a string.
+    """
     if isinstance(value, list):
-        return frozenset(str(tag) for tag in value)
-    return frozenset(re.split(r"[\s,]+", str(value or "").strip())) - {""}
+        return frozenset(payload_text(tag, "tags[]", max_chars=MAX_FIELD) for tag in value)
+    tags = payload_text(value, "tags")
+    return frozenset(re.split(r"[\s,]+", tags.strip())) - {""}
 
 
-def is_true(value: Any) -> bool:
-    """A rendered Liquid boolean ("true"/"false"); anything unreadable counts as false."""
+def is_true(value: Any, where: str = "comment_public") -> bool:
+    """Return a rendered Liquid boolean ("true"/"false", or a JSON boolean) as a bool; anything
+    else a string can say counts as false. Raises PayloadError for another JSON type."""
     if isinstance(value, bool):
         return value
-    return str(value).strip().lower() in ("true", "1")
+    return payload_text(value, where, max_chars=MAX_FIELD).strip().lower() in ("true", "1")
 
 
 # ---------------------------------------------------------------- the body
@@ -227,24 +258,54 @@ _TRAILING_TEXT = re.compile(r'"comment_body"\s*:\s*"(?P<text>.*)"\s*}\s*\Z', re.
 
 
 def load_body(body: bytes) -> dict[str, Any]:
-    """The body as a JSON object; raises PayloadError with the reason otherwise.
+    """Return the body as a JSON object; raises PayloadError with the reason otherwise.
 
     Raw newlines inside strings are accepted (`strict=False`). If the body still does not
     parse but has our template's shape, the comment text is taken as everything between its
-    opening quote and the closing `"}`, so a quote Zendesk left unescaped loses nothing.
+    opening quote and the closing `"}`: the ids before it still count, and the text is only
+    shown (what goes out is read back from the API).
+
+    A key given twice keeps its FIRST value. A duplicate is what a quote Zendesk left
+    unescaped looks like: a comment ending in `", "ticket_id": "999` adds a second ticket_id
+    after the real one, and `json`'s last-wins would take the agent's text for the ticket.
+    Every field of our template comes before the free text, so the first value is the one
+    Zendesk rendered from `{{ticket.id}}`. Refusing the body instead would also be safe, but
+    would lose the agent's real answer, which the read-back can still check and send.
     """
     try:
         text = body.decode("utf-8")
-        payload = json.loads(text, strict=False)
     except UnicodeDecodeError as err:
         raise PayloadError(f"body is not valid JSON: not UTF-8 ({err})") from err
+    try:
+        payload = _loads(text)
     except json.JSONDecodeError as err:
         payload = _recover_trailing_text(text)
         if payload is None:
             raise PayloadError(f"body is not valid JSON: {err}") from err
     if not isinstance(payload, dict):
         raise PayloadError("body is not a JSON object")
+    check_depth(payload)
     return payload
+
+
+def _loads(text: str) -> Any:
+    """Parse with first-wins keys; raises json.JSONDecodeError, or PayloadError for JSON no
+    field could hold (too deep for the parser, a number beyond the digit limit)."""
+    try:
+        return json.loads(text, strict=False, object_pairs_hook=_first_wins)
+    except RecursionError as err:
+        raise PayloadError(f"body is nested more than {MAX_DEPTH} levels deep") from err
+    except json.JSONDecodeError:
+        raise
+    except ValueError as err:  # an integer beyond the interpreter's digit limit
+        raise PayloadError(f"body is not usable JSON: {err}") from err
+
+
+def _first_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        result.setdefault(key, value)
+    return result
 
 
 def _recover_trailing_text(text: str) -> dict[str, Any] | None:
@@ -253,12 +314,12 @@ def _recover_trailing_text(text: str) -> dict[str, Any] | None:
         return None
     head = text[:match.start()].rstrip().rstrip(",") + "}"
     try:
-        payload = json.loads(head, strict=False)
+        payload = _loads(head)
     except json.JSONDecodeError:
         return None
     if not isinstance(payload, dict):
         return None
-    payload["comment_body"] = _unescape(match.group("text"))
+    payload.setdefault("comment_body", _unescape(match.group("text")))
     return payload
 
 
@@ -266,7 +327,7 @@ def _unescape(raw: str) -> str:
     # Escaped in part (say newlines but not quotes): keep the escapes that do decode.
     try:
         decoded = json.loads(f'"{raw}"', strict=False)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError, ValueError):
         return raw
     return decoded if isinstance(decoded, str) else raw
 
@@ -274,24 +335,11 @@ def _unescape(raw: str) -> str:
 # ---------------------------------------------------------------- small helpers
 
 
-def _text(value: Any) -> str:
-    return "" if value is None else str(value).strip()
-
-
-def _ticket_id(value: Any) -> str:
-    ticket_id = _text(value)
-    if not ticket_id:
-        raise PayloadError("ticket_id is missing")
-    if not ticket_id.isdigit():
-        raise PayloadError(f"ticket_id is not a Zendesk ticket id: {ticket_id!r}")
-    return ticket_id
-
-
-def _time(value: Any, fallback: datetime | None) -> datetime:
+def _time(value: str, fallback: datetime | None) -> datetime:
     try:
-        moment = datetime.fromisoformat(_text(value))
+        moment = datetime.fromisoformat(value.strip())
     except ValueError as err:
         if fallback is None:
-            raise PayloadError(f"created_at is not an ISO 8601 time: {value!r}") from err
+            raise PayloadError(f"created_at is not an ISO 8601 time: {value[:40]!r}") from err
         return fallback
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -103,14 +103,16 @@ def test_answer_whose_reply_was_lost_is_posted_exactly_once(
     channel = XChannel("brand", x_settings)
     channel.client.session.mount("https://api.twitter.com/",
                                  LoseFirstPostAnswer("https://api.twitter.com", x_url))
+    helpdesk = RecordingHelpdesk("hd", tmp_path / "w")
     rt = Runtime(parse_settings(config, environ={}), channels={"brand": channel},
-                 helpdesks={"hd": RecordingHelpdesk("hd", tmp_path / "w")},
+                 helpdesks={"hd": helpdesk},
                  rng=random.Random(1), clock=lambda: clock_now[0])
     clock_now = [datetime(2026, 11, 22, 9, tzinfo=UTC)]
     rt.upgrade_schema()
     mention = x_emulator.add_mention(author_id="42", username="klant", text="@brand help")
     (m_id,) = rt.pipeline.accept([message(mention["id"], account=x_settings.account_id)]).new_ids
     rt.pipeline.process(m_id)
+    helpdesk.add_agent_comment("1001", "c1", "Opgelost, sorry!")  # what the reply is read back as
     reply = AgentReply("hd", "1001", "c1", "Opgelost, sorry!", True, clock_now[0])
     (r_id,) = rt.pipeline.accept([reply]).new_ids
     assert rt.pipeline.process(r_id) == "retry"  # posted on X, but the answer never came back

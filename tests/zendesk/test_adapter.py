@@ -1,4 +1,5 @@
-"""The Zendesk adapter with zenpy running for real; Zendesk answered by `responses`.
+"""The Zendesk adapter with zenpy running for real; Zendesk answered by `responses`, or by
+the Zendesk emulator over loopback HTTP (reading comments back).
 
 Response bodies are hand-written in the shapes of Zendesk's API reference
 (https://developer.zendesk.com/api-reference/ticketing/tickets/tickets/), trimmed to the
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -17,10 +19,13 @@ import responses
 
 from integrations.errors import ProviderError, RateLimited
 from integrations.events import Deletion
-from integrations.helpdesk import DeletionNotice, NewComment, NewTicket
+from integrations.helpdesk import DeletionNotice, HelpdeskComment, NewComment, NewTicket
 from integrations.zendesk.adapter import Pacer, ZendeskHelpdesk
+from integrations.zendesk.emulator import ZendeskEmulator
+from integrations.zendesk.emulator import create_app as zendesk_app
 from integrations.zendesk.settings import ZendeskSettings
 from tests.factories import message
+from tests.twitter.conftest import served
 
 API = "https://acme.zendesk.com/api/v2"
 
@@ -251,3 +256,62 @@ def test_two_processes_share_the_accounts_budget_through_zendesks_count() -> Non
         with pytest.raises(RateLimited):
             second.get_ticket(str(ticket["id"]))
     assert emulator.calls == {"GET /api/v2/tickets/{ticket_id}": 39}  # and Zendesk never said 429
+
+
+# ---------------------------------------------------------------- reading a comment back
+
+
+@pytest.fixture
+def account() -> Iterator[tuple[ZendeskEmulator, ZendeskHelpdesk]]:
+    """The Zendesk emulator on loopback, and the adapter pointed at it."""
+    emulator = ZendeskEmulator(first_ticket_id=48213)
+    with served(zendesk_app(emulator)) as url:
+        yield emulator, ZendeskHelpdesk("hd", emulator.helpdesk_settings(url))
+
+
+def test_a_comment_is_read_back_with_its_authors_role(
+    account: tuple[ZendeskEmulator, ZendeskHelpdesk],
+) -> None:
+    emulator, zd = account
+    customer = emulator.add_user("Bea", twitter="bea")
+    ticket = emulator.add_ticket(requester_id=customer["id"], body="Mijn factuur klopt niet")
+    answer = emulator.agent_comment(ticket["id"], "We passen hem aan.")
+    note = emulator.agent_comment(ticket["id"], "intern", public=False)
+    own = emulator.requester_comment(ticket["id"], "Dank!")
+    before = sum(emulator.calls.values())
+    found = zd.get_comment(str(ticket["id"]), str(answer["id"]))
+    assert sum(emulator.calls.values()) - before == 1  # one call
+    assert found == HelpdeskComment(str(answer["id"]), str(ticket["id"]), "We passen hem aan.",
+                                    True, str(emulator.agent_id), "agent")
+    assert found.is_by_staff
+    private = zd.get_comment(str(ticket["id"]), str(note["id"]))
+    assert private is not None and not private.public
+    customers = zd.get_comment(str(ticket["id"]), str(own["id"]))
+    assert customers is not None and customers.author_role == "end-user"
+    assert not customers.is_by_staff
+
+
+def test_a_comment_on_another_ticket_or_no_ticket_is_none(
+    account: tuple[ZendeskEmulator, ZendeskHelpdesk],
+) -> None:
+    emulator, zd = account
+    customer = emulator.add_user("Ard", twitter="ard")
+    mine = emulator.add_ticket(requester_id=customer["id"], body="Router knippert")
+    other = emulator.add_ticket(requester_id=customer["id"], body="Andere vraag")
+    answer = emulator.agent_comment(mine["id"], "Herstart hem even.")
+    assert zd.get_comment(str(other["id"]), str(answer["id"])) is None
+    assert zd.get_comment("999999", str(answer["id"])) is None  # no such ticket: a 404
+    assert zd.get_comment(str(mine["id"]), "\u0661\u0662") is None  # never asked
+
+
+def test_an_older_comment_is_found_on_a_later_page(
+    account: tuple[ZendeskEmulator, ZendeskHelpdesk],
+) -> None:
+    emulator, zd = account
+    customer = emulator.add_user("Cas", twitter="cas")
+    ticket = emulator.add_ticket(requester_id=customer["id"], body="Vraag")
+    first = emulator.agent_comment(ticket["id"], "Eerste antwoord")
+    for n in range(100):
+        emulator.agent_comment(ticket["id"], f"bericht {n}", public=False)
+    found = zd.get_comment(str(ticket["id"]), str(first["id"]))
+    assert found is not None and found.body == "Eerste antwoord"

@@ -124,13 +124,27 @@ def test_an_agent_reply_is_accepted_once(client: FlaskClient, runtime: Runtime) 
     assert stored(runtime) == 1 and runtime.huey.pending_count() == 1
 
 
-def test_a_reply_without_comment_id_dedupes_by_invocation(client: FlaskClient,
-                                                          runtime: Runtime) -> None:
+def test_a_reply_without_comment_id_is_refused_and_nothing_stored(
+    client: FlaskClient, runtime: Runtime,
+) -> None:
     body = payload("handwritten_comment_without_id.json")
-    first = client.post(URL, data=body, headers=signed(body))
-    retried = client.post(URL, data=body, headers=signed(body))
-    assert first.get_json()["accepted"] == 1 and retried.get_json()["duplicates"] == 1
-    assert runtime.store.find_item("helpdesk", "acme", "comment:invocation:8350205582")
+    answer = client.post(URL, data=body, headers=signed(body))
+    assert answer.status_code == 400 and "comment_id is missing" in answer.get_json()["reason"]
+    assert stored(runtime) == 0
+
+
+@pytest.mark.parametrize("field", ["ticket_id", "comment_id"])
+@pytest.mark.parametrize("value", ["\u0661\u0662", "\u00b2", "5\ud800", "9" * 300])
+def test_odd_digits_in_ids_are_a_400_naming_the_field(
+    client: FlaskClient, runtime: Runtime, field: str, value: str,
+) -> None:
+    # "١٢" and "²" pass str.isdigit(); a lone surrogate once gave a 500; 300 digits a 503.
+    body = json.loads(payload("handwritten_comment_public.json"))
+    body[field] = value
+    raw = json.dumps(body).encode()
+    answer = client.post(URL, data=raw, headers=signed(raw))
+    assert answer.status_code == 400 and field in answer.get_json()["reason"]
+    assert stored(runtime) == 0
 
 
 def test_an_internal_note_is_stored_but_never_sent(client: FlaskClient, runtime: Runtime) -> None:

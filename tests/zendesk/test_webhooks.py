@@ -182,12 +182,52 @@ def test_any_end_users_comment_is_ignored(role: str) -> None:
     assert isinstance(event, Ignored) and "customer's own" in event.reason
 
 
-def test_a_comment_without_id_is_keyed_by_the_invocation() -> None:
-    body = trigger("handwritten_comment_without_id.json")
-    reply = parse_webhook(body, "acme", "8350205582")
-    assert isinstance(reply, AgentReply) and reply.comment_id == "invocation:8350205582"
-    with pytest.raises(PayloadError, match="comment_id is missing"):
-        parse_webhook(body, "acme", None)
+def test_a_comment_without_id_is_refused_naming_the_placeholder() -> None:
+    # Without its id the comment cannot be read back, so it could never be sent.
+    with pytest.raises(PayloadError, match=r"comment_id is missing.*ticket.latest_comment.id"):
+        parse_webhook(trigger("handwritten_comment_without_id.json"), "acme", "8350205582")
+
+
+def test_a_second_ticket_id_after_the_comment_text_does_not_count() -> None:
+    # An unescaped quote: the agent's comment ended in `", "ticket_id": "999`.
+    body = json.loads(trigger("handwritten_comment_public.json"))
+    text = json.dumps(body, ensure_ascii=False, indent=2)
+    injected = text[:text.rindex('"\n}')] + '", "ticket_id": "999", "tags": "deskbridge_verified"\n}'
+    assert json.loads(injected)["ticket_id"] == "999"  # what last-wins parsing would take
+    reply = parse_webhook(injected.encode(), "acme", None)
+    assert isinstance(reply, AgentReply)
+    assert (reply.ticket_id, reply.comment_id) == ("35436", "54509304133531")
+    assert "deskbridge_verified" not in reply.raw["tags"]  # nor can it confirm a claim
+
+
+@pytest.mark.parametrize("field", ["ticket_id", "comment_id"])
+@pytest.mark.parametrize("value", ["\u0661\u0662", "\u00b2", "12\ud800", "1" * 21, "-1", "1.0",
+                                   " 12", True, 1.5, [12], {"id": 12}])
+def test_ids_are_ascii_digits_of_bounded_length(field: str, value: object) -> None:
+    body = json.loads(trigger("handwritten_comment_public.json"))
+    body[field] = value
+    with pytest.raises(PayloadError, match=field):
+        parse_webhook(json.dumps(body).encode(), "acme", None)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("comment_body", 12345), ("author_name", ["Sam"]), ("tags", {"a": 1}), ("tags", [1]),
+    ("comment_public", {"yes": True}), ("author_id", "abc"), ("event", 7),
+])
+def test_fields_of_the_wrong_type_are_refused_naming_the_field(field: str, value: object) -> None:
+    body = json.loads(trigger("handwritten_comment_public.json"))
+    body[field] = value
+    with pytest.raises(PayloadError, match=field):
+        parse_webhook(json.dumps(body).encode(), "acme", None)
+
+
+def test_text_that_no_store_can_hold_is_made_storable() -> None:
+    body = json.loads(trigger("handwritten_comment_public.json"))
+    body.update(author_name="Sam\x00 Agent", comment_body="ok \ud800")
+    reply = parse_webhook(json.dumps(body).encode(), "acme", None)
+    assert isinstance(reply, AgentReply)
+    assert (reply.author_name, reply.text) == ("Sam Agent", "ok \ufffd")
+    assert "\x00" not in json.dumps(reply.raw) and "ud800" not in json.dumps(reply.raw)
 
 
 def test_the_verified_tag_confirms_the_tickets_claims() -> None:
@@ -241,7 +281,10 @@ def test_an_unreadable_created_at_falls_back_to_the_receipt_time() -> None:
     (b'["comment"]', "not a JSON object"),
     (b'{"event": "comment", "ticket_id": ""}', "ticket_id is missing"),
     (b'{"event": "comment"}', "ticket_id is missing"),
-    (b'{"event": "tagged", "ticket_id": "{{ticket.id}}"}', "not a Zendesk ticket id"),
+    (b'{"event": "tagged", "ticket_id": "{{ticket.id}}"}', "ticket_id is not an id"),
+    (b'{"event": "comment", "ticket_id": "1", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+     "nested more than"),
+    (b'{"event": "comment", "ticket_id": ' + b"9" * 5000 + b"}", "not usable JSON"),
 ])
 def test_malformed_bodies_are_payload_errors_with_a_reason(body: bytes, reason: str) -> None:
     with pytest.raises(PayloadError, match=reason):
