@@ -48,6 +48,11 @@ from integrations.zendesk.settings import ZendeskSettings
 
 T = TypeVar("T")
 PROVIDER = "zendesk"
+# A post whose author X did not send (a page read without expansions) is kept, but must not
+# be filed under a made-up person: every such ticket has this one placeholder requester, and
+# since its messages are never verified, nothing is ever sent to it.
+UNKNOWN_AUTHOR_ID = "unknown-author"
+UNKNOWN_AUTHOR_NAME = "Unknown X user (author not sent by X)"
 CLOSED = "closed"
 # Free-text user search also matches names and emails: at most this many candidates' identities
 # are read when looking for the owner of a handle.
@@ -324,7 +329,12 @@ class ZendeskHelpdesk:
     # ------------------------------------------------------------ helpers
 
     def _ensure_requester(self, author: SocialUser) -> str:
-        user: dict[str, Any] = {
+        if not author.is_known:  # one placeholder, never a user named after nobody
+            user: dict[str, Any] = {"name": UNKNOWN_AUTHOR_NAME, "role": "end-user",
+                                    "external_id": f"{author.channel}:{UNKNOWN_AUTHOR_ID}"}
+            return str(self._post("/api/v2/users/create_or_update.json", {"user": user})
+                       ["user"]["id"])
+        user = {
             "name": author.display_name or f"@{author.handle}",
             "external_id": _external_id(author), "role": "end-user",
             "identities": [{"type": "twitter", "value": author.handle}] if author.handle

@@ -32,9 +32,12 @@ def render_comment(message: SocialMessage, reason: str, verified: bool, marker: 
     parts = []
     if not verified:
         parts.append(f"<p><strong>{escape(WARNING)}</strong></p>")
-    parts.append(f'<p><strong>{who}</strong> (<a href="{escape(profile, quote=True)}">'
-                 f"@{escape(author.handle)}</a>{followers}) on "
-                 f"{'X (direct message)' if message.kind.value == 'dm' else 'X'}:</p>")
+    where = "X (direct message)" if message.kind.value == "dm" else "X"
+    if not author.is_known:  # X sent the post without its author: say so, link nobody
+        parts.append(f"<p><strong>An unknown X user</strong> (X did not say who) on {where}:</p>")
+    else:
+        parts.append(f'<p><strong>{who}</strong> (<a href="{escape(profile, quote=True)}">'
+                     f"@{escape(author.handle)}</a>{followers}) on {where}:</p>")
     parts.append("<blockquote>" + escape(message.text).replace("\n", "<br>") + "</blockquote>")
     links = [f'<a href="{escape(message.permalink, quote=True)}">view on X</a>']\
         if message.permalink else []

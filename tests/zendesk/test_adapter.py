@@ -83,6 +83,27 @@ def test_new_ticket_creates_the_requester_and_sends_an_idempotency_key(
 
 
 @responses.activate
+def test_a_post_whose_author_x_did_not_send_goes_to_one_placeholder_requester(
+    zd: ZendeskHelpdesk,
+) -> None:
+    responses.post(f"{API}/users/create_or_update.json",
+                   json={"user": {"id": 950, "name": "Unknown X user"}})
+    responses.post(f"{API}/tickets.json", status=201,
+                   json={**ticket_json(5002), "audit": {"id": 77002}})
+    known = message("3")
+    m = dataclasses.replace(known, author=dataclasses.replace(
+        known.author, user_id="", handle="", display_name="", profile_url=None))
+    written = zd.create_ticket(NewTicket(m, subject="s", verified=False, public=False), "k3")
+    assert written.requester_id == "950"
+    user = json.loads(responses.calls[0].request.body)["user"]
+    assert user["external_id"] == "x:unknown-author" and "identities" not in user
+    comment = json.loads(responses.calls[1].request.body)["ticket"]["comment"]
+    assert comment["public"] is False and comment["author_id"] is None
+    assert "An unknown X user" in comment["html_body"]
+    assert 'href="https://x.com/"' not in comment["html_body"]  # no link to nobody
+
+
+@responses.activate
 def test_unverified_message_is_an_internal_note_with_a_warning(zd: ZendeskHelpdesk) -> None:
     responses.put(f"{API}/tickets/500.json", json={**ticket_json(500), "audit": {"id": 1}})
     zd.add_comment(NewComment("500", message("2"), public=True, verified=False,
