@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+import requests
+
 from integrations.channels import Channel
 from integrations.errors import (
     ConfigurationError,
@@ -29,6 +31,7 @@ from integrations.errors import (
     DeskbridgeError,
     PayloadError,
     ProviderError,
+    StoreUnavailable,
 )
 from integrations.events import (
     AgentReply,
@@ -43,6 +46,7 @@ from integrations.linking import Action, LinkDecision, LinkRules, PendingClaim, 
 from integrations.lookup import StoreHelpdeskLookup
 from integrations.queue import QueueUnavailable, TaskQueue
 from integrations.store import (
+    REJECTED,
     AcceptResult,
     DeliveryStatus,
     IdentityRecord,
@@ -269,6 +273,8 @@ class Pipeline:
 
     def _attempt(self, item: ItemRecord, owner: str) -> str:
         try:
+            if item.event_type == REJECTED:
+                raise Permanent(f"set aside when it was received: {item.payload.get('reason')}")
             handler = self.handlers.get(item.event_type)
             if handler is None:
                 raise Permanent(f"no handler for {item.event_type!r} items yet")
@@ -283,17 +289,19 @@ class Pipeline:
         now = self.clock()
         reason = f"{type(err).__name__}: {err}"
         fields = _kv(item, error=reason, attempts=item.attempts)
+        transient = _is_transient(err)
         wait = _asked_to_wait(err)
         if wait is not None:
             if item.deferrals < self.policy.max_deferrals:
                 delay = self.policy.after_retry_after(wait, self.rng)
                 return self._retry(item, owner, now, delay, reason, "deferred", fields,
                                    counts_as_attempt=False)
-        elif _is_transient(err) and item.attempts < self.policy.max_attempts:
+        elif transient and item.attempts < self.policy.max_attempts:
             delay = self.policy.backoff(item.attempts, self.rng)
             return self._retry(item, owner, now, delay, reason, "retry", fields)
+        reason = _dead_reason(err, transient, item.attempts)
         self.store.kill_item(item.id, owner, now, reason)
-        log.error("dead letter", extra=fields | {"event": "dead"})
+        log.error("dead letter", extra=fields | {"event": "dead", "reason": reason})
         return "dead"
 
     def _retry(
@@ -343,11 +351,27 @@ def _asked_to_wait(err: Exception) -> float | None:
 
 
 def _is_transient(err: Exception) -> bool:
-    if isinstance(err, (Permanent, PayloadError, ConfigurationError)):
-        return False
+    """Whether a retry can fix it: an answer that did not come, a store or queue that is
+    down, a provider that said "not now". Anything else (a value of the wrong type, a
+    refusal, a missing handler, a configuration) fails the same way every time."""
     if isinstance(err, ProviderError):
         return not err.is_permanent
-    return True
+    if isinstance(err, requests.RequestException):  # these are OSErrors too, not all passing
+        return isinstance(err, (requests.ConnectionError, requests.Timeout))
+    return isinstance(err, (StoreUnavailable, QueueUnavailable, Deferral, OSError))
+
+
+def _dead_reason(err: Exception, transient: bool, attempts: int) -> str:
+    """Why an item is given up on, in words an admin (or an agent) can act on."""
+    said = f"{type(err).__name__}: {err}"
+    if transient:
+        return f"gave up after {attempts} attempts; the last failed with {said}"
+    if isinstance(err, ProviderError):
+        return f"refused, and a retry cannot change that: {err}"
+    if isinstance(err, (Permanent, PayloadError, ConfigurationError)):
+        return f"cannot be processed, and a retry cannot change that: {said}"
+    return f"cannot be processed as received, and a retry cannot change that ({said}); " \
+           "its event is kept with the item"
 
 
 def _owner_token() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import random
 import threading
@@ -11,11 +12,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import requests
 
 from integrations.config import Settings
-from integrations.errors import ProviderError, RateLimited
-from integrations.events import MessageKind
-from integrations.pipeline import RetryPolicy
+from integrations.errors import (
+    ConfigurationError,
+    PayloadError,
+    ProviderError,
+    RateLimited,
+    StoreUnavailable,
+)
+from integrations.events import MessageKind, from_record, to_record
+from integrations.pipeline import Permanent, RetryPolicy
+from integrations.queue import QueueUnavailable
 from integrations.runtime import Runtime
 from integrations.store import DeliveryStatus, ItemStatus
 from tests.conftest import FakeClock
@@ -322,3 +331,82 @@ def test_priority_rules_for_new_tickets() -> None:
     assert route.priority_for(SocialUser("x", "1", "someone", follower_count=50)) == "normal"
     assert route.priority_for(SocialUser("x", "2", "famous", follower_count=25_000)) == "urgent"
     assert route.priority_for(SocialUser("x", "3", "CEO", follower_count=3)) == "urgent"
+
+
+RETRY_CAN_FIX = [
+    ProviderError("zendesk", "unavailable", status=503),
+    ProviderError("zendesk", "no answer: ReadTimeout", permanent=False),
+    StoreUnavailable("store unavailable: database is locked"),
+    QueueUnavailable("queue unavailable: ConnectionError"),
+    OSError(errno.EMFILE, "Too many open files"),
+    ConnectionError("reset by peer"),
+    TimeoutError("timed out"),
+    requests.ConnectionError("connection refused"),
+    requests.Timeout("read timed out"),
+]
+RETRY_CANNOT_FIX = [
+    TypeError("'>=' not supported between instances of 'str' and 'int'"),
+    ValueError("invalid literal for int() with base 10: 'lots'"),
+    KeyError("ticket"),
+    AttributeError("'int' object has no attribute 'split'"),
+    UnicodeEncodeError("utf-8", "1\ud800", 1, 2, "surrogates not allowed"),
+    PayloadError("author.user_id is not text: a int"),
+    Permanent("a message item does not hold a message"),
+    ConfigurationError("helpdesks.hd: no adapter for type 'freshdesk' in this version"),
+    ProviderError("zendesk", "Forbidden", status=403),
+    requests.exceptions.InvalidURL("no host supplied"),
+]
+
+
+@pytest.mark.parametrize("failure", RETRY_CAN_FIX, ids=lambda e: type(e).__name__)
+def test_what_a_retry_can_fix_is_retried(
+    runtime_for: Callable[..., Runtime], helpdesk: RecordingHelpdesk, clock: FakeClock,
+    failure: Exception,
+) -> None:
+    rt = runtime_for()
+    helpdesk.failures = [failure]
+    (item_id,) = rt.pipeline.accept([message("1")]).new_ids
+    assert rt.pipeline.process(item_id) == "retry"
+    clock.advance(3600)
+    assert rt.pipeline.process(item_id) == "done" and len(helpdesk.writes()) == 1
+
+
+@pytest.mark.parametrize("failure", RETRY_CANNOT_FIX, ids=lambda e: type(e).__name__)
+def test_what_a_retry_cannot_fix_is_a_dead_letter_at_once_with_the_reason_in_words(
+    runtime_for: Callable[..., Runtime], helpdesk: RecordingHelpdesk, failure: Exception,
+) -> None:
+    rt = runtime_for()
+    helpdesk.failures = [failure]
+    (item_id,) = rt.pipeline.accept([message("1")]).new_ids
+    assert rt.pipeline.process(item_id) == "dead"
+    (dead,) = rt.store.dead_letters()
+    assert dead.attempts == 1 and "a retry cannot change that" in dead.reason
+    assert str(failure) in dead.reason
+
+
+def test_garbage_that_got_in_is_dead_at_once_not_retried_for_ten_minutes(
+    runtime_for: Callable[..., Runtime], helpdesk: RecordingHelpdesk,
+) -> None:
+    """An event whose text is a number (a record no parser of today would make) fails the
+    same way on every attempt: one attempt, then a dead letter that says so."""
+    rt = runtime_for()
+    event = from_record(to_record(message("1")) | {"text": 12345})
+    (item_id,) = rt.pipeline.accept([event]).new_ids
+    assert rt.pipeline.process(item_id) == "dead"
+    (dead,) = rt.store.dead_letters()
+    assert dead.attempts == 1 and helpdesk.writes() == []
+    assert dead.reason.startswith("cannot be processed as received, and a retry cannot "
+                                  "change that (AttributeError")
+
+
+def test_a_record_set_aside_at_the_door_stays_dead_when_replayed(
+    runtime_for: Callable[..., Runtime],
+) -> None:
+    rt = runtime_for()
+    assert rt.store.set_aside(("intake", "1-ab-00000001.journal", "record:1"), b"\xff",
+                              "not a readable event record: UnicodeDecodeError", rt.pipeline.clock())
+    (dead,) = rt.store.dead_letters()
+    assert rt.pipeline.replay([dead.item_id]) == [dead.item_id]
+    drain(rt)
+    (again,) = rt.store.dead_letters()
+    assert "set aside when it was received: not a readable event record" in again.reason
