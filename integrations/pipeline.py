@@ -11,9 +11,11 @@ intent before the call and the outcome after, so a crash in between never writes
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
+import re
 import secrets
 import socket
 import threading
@@ -44,6 +46,7 @@ from integrations.events import (
 from integrations.helpdesk import DeletionNotice, Helpdesk, NewComment, NewTicket, WriteResult
 from integrations.linking import Action, LinkDecision, LinkRules, PendingClaim, decide
 from integrations.lookup import StoreHelpdeskLookup
+from integrations.payload import storable
 from integrations.queue import QueueUnavailable, TaskQueue
 from integrations.store import (
     REJECTED,
@@ -403,7 +406,7 @@ def handle_message(work: Work) -> str:
     if decision.action in (Action.IGNORE, Action.STORE_ONLY):
         return f"{decision.action.value}: {decision.reason}"
     known = _sender_user(lookup, message, decision)
-    written = _write(work, message, decision, route, known)
+    written, in_safe_form = _write(work, message, decision, route, known)
     if written.requester_id and written.requester_id != known:
         _record_requester(work, message, helpdesk.name, written.requester_id)
     if decision.claim is not None:
@@ -415,19 +418,68 @@ def handle_message(work: Work) -> str:
         conversation_id=message.conversation_id, author_id=message.author.user_id,
         channel=message.channel, account=message.account, message_kind=message.kind.value,
     ), work.now)
-    return f"{decision.action.value} on {helpdesk.name} ticket {written.ticket_id} " \
-           f"({decision.rule.value}: {decision.reason})"
+    outcome = f"{decision.action.value} on {helpdesk.name} ticket {written.ticket_id} " \
+              f"({decision.rule.value}: {decision.reason})"
+    return f"{outcome}; written in a safe form" if in_safe_form else outcome
 
 
 # A message is written to its helpdesk once, whichever way: after a crash the world may have
 # changed through our own unrecorded write (the customer now has a ticket), so a second
 # decision could differ from the first; one key makes the retry find the first write instead.
 HELPDESK_SLOT = "helpdesk"
+# The one write of a message in a safe form, after the helpdesk refused it as it was: a slot
+# of its own, so the refused write's failed record never stands in its way, and a retry
+# that finds it begun goes on with it (never back to the form that was refused).
+SAFE_SLOT = "helpdesk:safe"
+# Statuses with which a helpdesk refuses what a request holds rather than the request:
+# Zendesk answers 422 RecordInvalid, with `details` naming the field (a comment's body, say),
+# 400 for a body it cannot read, 413 for one too large.
+# https://developer.zendesk.com/api-reference/introduction/requests/
+REFUSED_AS_WRITTEN = frozenset({400, 413, 422})
+SAFE_TEXT_CHARS = 10_000
+SAFE_NOTE = "written in a safe form (control characters removed, length bounded); the " \
+            "message as received is kept in deskbridge's store, item {item_id}"
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufffe\uffff]")
 
 
 def _write(work: Work, message: SocialMessage, decision: LinkDecision, route: Route,
-           sender_user: str | None) -> WriteResult:
-    """Carry out a decision on the helpdesk: a new ticket (or follow-up), or a comment."""
+           sender_user: str | None) -> tuple[WriteResult, bool]:
+    """Carry out a decision on the helpdesk; True with it when the message went in a safe
+    form, because the helpdesk refused it as it was."""
+    safe_key = delivery_key(work.item.natural_key, SAFE_SLOT)
+    if work.pipeline.store.delivery(safe_key) is None:
+        try:
+            return _write_as(work, message, decision, route, sender_user, HELPDESK_SLOT), False
+        except Exception as err:
+            if not _refused_as_written(err):
+                raise
+            log.warning("helpdesk refused the message as it was; writing it in a safe form",
+                        extra=_kv(work.item, error=f"{type(err).__name__}: {err}"))
+    note = SAFE_NOTE.format(item_id=work.item.id)
+    safe = dataclasses.replace(decision, reason=f"{decision.reason}; {note}")
+    return _write_as(work, safe_message(message), safe, route, sender_user, SAFE_SLOT), True
+
+
+def _refused_as_written(err: Exception) -> bool:
+    if isinstance(err, ProviderError):
+        return err.is_permanent and err.status in REFUSED_AS_WRITTEN
+    return isinstance(err, UnicodeError)  # the adapter could not even encode it
+
+
+def safe_message(message: SocialMessage) -> SocialMessage:
+    """Return the message with text (and the author's name) every helpdesk takes: valid
+    Unicode, no control characters but newline and tab, at most SAFE_TEXT_CHARS."""
+    text = _CONTROL.sub("", storable(message.text))
+    if len(text) > SAFE_TEXT_CHARS:
+        text = text[:SAFE_TEXT_CHARS - 1] + "…"
+    author = dataclasses.replace(
+        message.author, display_name=_CONTROL.sub("", storable(message.author.display_name)))
+    return dataclasses.replace(message, text=text, author=author)
+
+
+def _write_as(work: Work, message: SocialMessage, decision: LinkDecision, route: Route,
+              sender_user: str | None, slot: str) -> WriteResult:
+    """A new ticket (or follow-up), or a comment, written under `slot`."""
     helpdesk = route.helpdesk
     if decision.action in (Action.CREATE, Action.FOLLOW_UP):
         request = NewTicket(message, subject=_subject(message), tags=route.tags,
@@ -438,7 +490,7 @@ def _write(work: Work, message: SocialMessage, decision: LinkDecision, route: Ro
                             priority=route.priority_for(message.author))
         return work.deliver("create_ticket", helpdesk.name,
                             lambda key: helpdesk.create_ticket(request, key), helpdesk.find_write,
-                            slot=HELPDESK_SLOT)
+                            slot=slot)
     assert decision.ticket_id is not None
     comment = NewComment(decision.ticket_id, message, public=decision.public,
                          verified=decision.verified, reason=decision.reason,
@@ -446,7 +498,15 @@ def _write(work: Work, message: SocialMessage, decision: LinkDecision, route: Ro
     return work.deliver("comment", helpdesk.name,
                         lambda key: helpdesk.add_comment(comment, key),
                         lambda key: helpdesk.find_write(key, comment.ticket_id),
-                        slot=HELPDESK_SLOT)
+                        slot=slot)
+
+
+def written_key(store: Store, message_key: tuple[str, str, str]) -> str:
+    """The idempotency key a message was written to its helpdesk with (its write marker)."""
+    safe = store.delivery(delivery_key(message_key, SAFE_SLOT))
+    if safe is not None and safe.status == DeliveryStatus.DONE:
+        return safe.idempotency_key
+    return delivery_key(message_key, HELPDESK_SLOT)
 
 
 def _sender_user(lookup: StoreHelpdeskLookup, message: SocialMessage,
@@ -520,7 +580,7 @@ def handle_deletion(work: Work) -> str:
     helpdesk = work.pipeline.router.helpdesk(link.helpdesk)
     route = work.pipeline.router.route(deletion.channel, deletion.account)
     message_key = (deletion.channel, deletion.account, deletion.message_id)
-    original = delivery_key(message_key, HELPDESK_SLOT)
+    original = written_key(store, message_key)
     notice = DeletionNotice(link.ticket_id, deletion, redact=bool(route and route.redact_deleted),
                             original_key=original)
     work.deliver("deletion_note", helpdesk.name,
