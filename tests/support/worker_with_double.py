@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from integrations.cli import load
-from integrations.runtime import Runtime, run_worker
 from integrations.errors import ProviderError
+from integrations.runtime import Runtime, run_worker
 from tests.doubles import TextRecordingHelpdesk
 
 
