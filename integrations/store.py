@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -27,7 +28,6 @@ import psycopg
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    Column,
     DateTime,
     Dialect,
     Engine,
@@ -275,43 +275,45 @@ _OPTIONAL = frozenset({"conversation_id", "in_reply_to_id"})
 _UNHOLDABLE = re.compile("[\x00\ud800-\udfff]")
 
 
-def _column(model: type[Base], name: str) -> Column[Any]:
-    return inspect(model).columns[name]
+@functools.cache  # on every request's way in: look each column up once
+def _limit(model: type[Base], name: str) -> int | None:
+    """The length of a String column (None: unbounded)."""
+    length: int | None = getattr(inspect(model).columns[name].type, "length", None)
+    return length
 
 
-def _destinations(event: Event) -> list[tuple[str, object, Column[Any]]]:
-    """(field, value, column) for each value of `event` that a bounded column takes."""
+def _destinations(event: Event) -> list[tuple[str, object, int | None]]:
+    """(field, value, its column's length) for each value of `event` a column takes."""
     channel, account, provider_id = event.natural_key
-    columns: list[tuple[str, object, Column[Any]]] = [
-        ("channel", channel, _column(InboxItem, "channel")),
-        ("account", account, _column(InboxItem, "account")),
-        (_ID_FIELDS[type(event)], provider_id, _column(InboxItem, "provider_id")),
-        ("conversation", event.conversation_key, _column(InboxItem, "conversation_key")),
+    columns: list[tuple[str, object, int | None]] = [
+        ("channel", channel, _limit(InboxItem, "channel")),
+        ("account", account, _limit(InboxItem, "account")),
+        (_ID_FIELDS[type(event)], provider_id, _limit(InboxItem, "provider_id")),
+        ("conversation", event.conversation_key, _limit(InboxItem, "conversation_key")),
     ]
     if isinstance(event, SocialMessage):
         author = event.author
-        columns += [("author.user_id", author.user_id, _column(Link, "author_id")),
-                    ("author.handle", author.handle, _column(Identity, "handle")),
-                    ("conversation_id", event.conversation_id, _column(Link, "conversation_id")),
-                    ("in_reply_to_id", event.in_reply_to_id, _column(InboxItem, "provider_id"))]
+        columns += [("author.user_id", author.user_id, _limit(Link, "author_id")),
+                    ("author.handle", author.handle, _limit(Identity, "handle")),
+                    ("conversation_id", event.conversation_id, _limit(Link, "conversation_id")),
+                    ("in_reply_to_id", event.in_reply_to_id, _limit(InboxItem, "provider_id"))]
     elif isinstance(event, AgentReply):
-        columns += [("comment_id", event.comment_id, _column(InboxItem, "provider_id")),
-                    ("ticket_id", event.ticket_id, _column(Link, "ticket_id"))]
+        columns += [("comment_id", event.comment_id, _limit(InboxItem, "provider_id")),
+                    ("ticket_id", event.ticket_id, _limit(Link, "ticket_id"))]
     else:
-        columns += [("message_id", event.message_id, _column(InboxItem, "provider_id")),
-                    ("author_id", event.author_id, _column(Identity, "social_user_id"))]
+        columns += [("message_id", event.message_id, _limit(InboxItem, "provider_id")),
+                    ("author_id", event.author_id, _limit(Identity, "social_user_id"))]
     return columns
 
 
 def check_storable(event: Event) -> None:
     """Raise PayloadError, naming the field, when a value of `event` cannot be stored as it
     is: not text, longer than its column, or holding a NUL or a lone surrogate."""
-    for name, value, column in _destinations(event):
+    for name, value, limit in _destinations(event):
         if value is None and name in _OPTIONAL:
             continue
         if not isinstance(value, str):
             raise PayloadError(f"{name} is not text: a {type(value).__name__}")
-        limit = getattr(column.type, "length", None)
         if limit is not None and len(value) > limit:
             raise PayloadError(f"{name} is too long for the store: {len(value)} characters, "
                                f"at most {limit}")
