@@ -13,7 +13,10 @@ from there), and removes a segment once its writer has released it and all of it
 store. If the store is down the mover retries with backoff and the journal keeps the events
 meanwhile; if a web process dies, its segment is released with it. Nothing that was answered
 200 is lost; a record moved twice (a mover that died between the store's commit and its
-`.moved` write) is a duplicate, and costs nothing.
+`.moved` write) is a duplicate, and costs nothing. A record the store cannot take for any
+reason but an outage (unreadable, or a value the store refuses) is set aside as a dead
+letter with its raw bytes (`Store.set_aside`), so the records after it move on; `health`
+tells /readyz when records have waited too long.
 """
 
 from __future__ import annotations
