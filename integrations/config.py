@@ -164,6 +164,8 @@ class StoreSettings(_MasksUrlPasswords):
     # SQLite only: each web process makes X deliveries durable in a journal file of its own
     # (`<database>.intake/`) and moves them into the store in batches. See intake.py.
     journal: bool = True
+    # /readyz says "not ready" once a received event has waited this long to reach the store.
+    intake_stall_seconds: float = Field(default=60.0, gt=0)
 
 
 class QueueSettings(_MasksUrlPasswords):

@@ -13,24 +13,30 @@ from there), and removes a segment once its writer has released it and all of it
 store. If the store is down the mover retries with backoff and the journal keeps the events
 meanwhile; if a web process dies, its segment is released with it. Nothing that was answered
 200 is lost; a record moved twice (a mover that died between the store's commit and its
-`.moved` write) is a duplicate, and costs nothing.
+`.moved` write) is a duplicate, and costs nothing. A record the store cannot take for any
+reason but an outage (unreadable, or a value the store refuses) is set aside as a dead
+letter with its raw bytes (`Store.set_aside`), so the records after it move on; `health`
+tells /readyz when records have waited too long.
 """
 
 from __future__ import annotations
 
+import base64
 import fcntl
+import itertools
+import json
 import logging
 import os
 import struct
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from integrations import jsontext
-from integrations.errors import DeskbridgeError
+from integrations.errors import DeskbridgeError, StoreUnavailable
 from integrations.events import Event, event_json_bytes, from_record
 from integrations.journal import (
     HEADER_BYTES,
@@ -43,12 +49,22 @@ from integrations.journal import (
     segment_paths,
 )
 from integrations.pipeline import Pipeline
+from integrations.queue import QueueUnavailable
+from integrations.store import check_storable
 
 log = logging.getLogger("deskbridge.intake")
 
 SEGMENT_BYTES = 8 << 20
 MOVE_BATCH = 500
 PROGRESS = struct.Struct("<Q")  # the offset up to which a segment's records are in the store
+REJECTED_SUFFIX = ".rejected"
+ERROR_FILE = ".mover.error"  # the last pass's error, while passes fail
+STALL_SECONDS = 60.0
+WAITING_CAP = 100_000  # records counted per segment for /readyz (a full segment holds fewer)
+SET_ASIDE_CHANNEL = "intake"  # the channel of a set-aside record's dead letter
+# What a retry can fix: the store (or the disk under it) is down. Anything else a record
+# meets on its way in is the record's own fault, and the record is set aside.
+OUTAGES = (StoreUnavailable, QueueUnavailable, OSError)
 
 
 class Intake(Protocol):
@@ -66,6 +82,10 @@ class Intake(Protocol):
 
     def start(self, stop: threading.Event) -> None:
         """Move journals into the store on a thread of this process until `stop` is set."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """Whether received events move into the store (`ok`), with details for /readyz."""
         ...
 
     def close(self) -> None:
@@ -91,6 +111,9 @@ class DirectIntake:
     def start(self, stop: threading.Event) -> None:
         pass
 
+    def health(self) -> dict[str, Any]:
+        return {"ok": True, "journal": False}
+
     def close(self) -> None:
         pass
 
@@ -105,8 +128,12 @@ class JournalIntake:
     def __init__(self, pipeline: Pipeline, directory: Path, *, moves: bool = True,
                  poll_seconds: float = 0.02, segment_bytes: int = SEGMENT_BYTES,
                  retry_seconds: float = 0.5, max_retry_seconds: float = 10.0,
-                 close_seconds: float = 10.0) -> None:
+                 close_seconds: float = 10.0, stall_seconds: float = STALL_SECONDS,
+                 wall: Callable[[], float] = time.time) -> None:
         self.directory = directory
+        self.stall_seconds = stall_seconds  # a record waiting longer: the intake is not moving
+        self._wall = wall
+        self._first_seen: dict[tuple[Path, int], float] = {}
         self.moves = moves
         self._poll = poll_seconds
         self._segment_bytes = segment_bytes
@@ -120,6 +147,14 @@ class JournalIntake:
         self._stop = threading.Event()
 
     def receive(self, events: Sequence[Event]) -> int:
+        """Make events durable in this process's journal; returns how many.
+
+        Raises PayloadError for an event the store could never hold (the sender gets a 400:
+        in the journal it would only wait to be set aside), StoreUnavailable if the journal
+        cannot be written.
+        """
+        for event in events:
+            check_storable(event)
         if events:
             self._journal_here().append([event_json_bytes(e) for e in events])
         return len(events)
@@ -178,6 +213,35 @@ class JournalIntake:
             if self._stop.wait(wait):
                 return
 
+    def health(self) -> dict[str, Any]:
+        """Whether the intake moves: not when a record has waited longer than `stall_seconds`.
+
+        Records carry no time. How long one has waited is at least the time since its
+        segment was last written, and at least the time since this process first saw it
+        waiting (where the mover's progress stood then): the larger of the two is reported,
+        so an idle journal never looks stalled, and one that is written all the time does.
+        """
+        now, seen = self._wall(), {}
+        segments = records = 0
+        oldest = 0.0
+        for path in segment_paths(self.directory):
+            progress = _progress(path)
+            waiting, written = _waiting(path, progress)
+            if not waiting:
+                continue
+            segments, records = segments + 1, records + waiting
+            first = seen[(path, progress)] = self._first_seen.get((path, progress), now)
+            oldest = max(oldest, now - min(first, written))
+        self._first_seen = seen
+        details: dict[str, Any] = {
+            "ok": oldest <= self.stall_seconds, "journal": True, "waiting_segments": segments,
+            "waiting_records": records, "oldest_wait_seconds": round(oldest, 1),
+            "stall_seconds": self.stall_seconds}
+        error = _last_error(self.directory)
+        if error is not None:
+            details["last_error"] = error
+        return details
+
     def close(self) -> None:
         """Stop writing (and moving); a mover moves this process's last records first."""
         with self._open_lock:
@@ -201,8 +265,8 @@ class Mover:
         self.pipeline = pipeline
         self.directory = directory
         self._lock = threading.Lock()
-        self._unreadable: set[Path] = set()  # reported once, kept for an operator
         self._tidied = False
+        self._failing = True  # until a pass succeeds: an error file may be a dead mover's
 
     def move(self) -> int:
         """One pass over every segment; returns how many records it moved.
@@ -210,14 +274,25 @@ class Mover:
         Raises what the store raised: what was not moved stays in the journal for the next.
         """
         with self._lock, _one_mover(self.directory):
-            moved, removed = 0, False
-            for path in segment_paths(self.directory):
-                if path not in self._unreadable:
-                    count, gone = self._move_segment(path)
-                    moved, removed = moved + count, removed or gone
-            if removed or not self._tidied:
-                self._tidy()
+            try:
+                moved = self._move_all()
+            except Exception as err:
+                _note_error(self.directory, err)
+                self._failing = True
+                raise
+            if self._failing:
+                (self.directory / ERROR_FILE).unlink(missing_ok=True)
+                self._failing = False
             return moved
+
+    def _move_all(self) -> int:
+        moved, removed = 0, False
+        for path in segment_paths(self.directory):
+            count, gone = self._move_segment(path)
+            moved, removed = moved + count, removed or gone
+        if removed or not self._tidied:
+            self._tidy()
+        return moved
 
     def _tidy(self) -> None:
         # What a process killed at the wrong moment leaves: looked for on the first pass, and
@@ -242,8 +317,7 @@ class Mover:
             entries = list(read_records(fd, _progress(path)))
             for start in range(0, len(entries), MOVE_BATCH):
                 batch = entries[start:start + MOVE_BATCH]
-                if not self._accept(path, [record for _, record in batch]):
-                    return start, False
+                self._accept(path, [record for _, record in batch])
                 _set_progress(path, batch[-1][0])
             if released:
                 path.unlink(missing_ok=True)
@@ -255,18 +329,55 @@ class Mover:
         finally:
             os.close(fd)
 
-    def _accept(self, path: Path, records: list[Record]) -> bool:
-        texts = [r.payload.decode() for r in records]
+    def _accept(self, path: Path, records: list[Record]) -> None:
+        """Take records into the store; each one it cannot take is set aside, and the rest go
+        on. Raises what an outage raised (the batch waits in the journal for the next pass)."""
+        readable: list[tuple[Record, str, Event]] = []
+        for record in records:
+            try:
+                text = record.payload.decode()
+                readable.append((record, text, from_record(jsontext.loads(text))))
+            except Exception as err:  # noqa: BLE001 -- whatever is wrong with it, it must not stall the rest
+                self._set_aside(path, record, f"not a readable event record: {_described(err)}")
         try:
-            events = [from_record(jsontext.loads(t)) for t in texts]
-        except (ValueError, DeskbridgeError) as err:  # not our record: keep it for an operator
-            self._unreadable.add(path)
-            log.error("could not read an intake journal; it is kept", extra={
-                "journal": path.name, "error": f"{type(err).__name__}: {err}"})
-            return False
+            self._take(readable)
+        except OUTAGES:
+            raise
+        except Exception as err:  # noqa: BLE001 -- a record the store refused: find which
+            log.warning("the store refused a batch of received items; taking them one by one",
+                        extra={"journal": path.name, "error": _described(err)})
+            self._take_one_by_one(path, readable)
+
+    def _take(self, entries: Sequence[tuple[Record, str, Event]]) -> None:
         # This is a background thread already: the queue write need not leave it.
-        self.pipeline.accept(events, records=texts, queue_now=True)
-        return True
+        self.pipeline.accept([event for _, _, event in entries],
+                             records=[text for _, text, _ in entries], queue_now=True)
+
+    def _take_one_by_one(self, path: Path, entries: Sequence[tuple[Record, str, Event]]) -> None:
+        for entry in entries:
+            try:
+                self._take([entry])
+            except OUTAGES:
+                raise
+            except Exception as err:  # noqa: BLE001 -- set aside, whatever it is
+                self._set_aside(path, entry[0], f"the store cannot take it: {_described(err)}")
+
+    def _set_aside(self, path: Path, record: Record, reason: str) -> None:
+        """Keep a record the store cannot take as a dead letter, with its bytes, so the ones
+        after it move on; in a `.rejected` file beside the segment if even that is refused.
+
+        Raises what an outage raised."""
+        key = (SET_ASIDE_CHANNEL, path.name, f"record:{record.seq}")
+        try:
+            self.pipeline.store.set_aside(key, record.payload, reason, self.pipeline.clock())
+            kept = "as a dead letter"
+        except OUTAGES:
+            raise
+        except Exception as err:  # noqa: BLE001 -- the store refused even that: a file keeps it
+            _write_rejected(path, record, reason, err)
+            kept = f"in {path.name}{REJECTED_SUFFIX} ({_described(err)})"
+        log.error("set aside a received record the store cannot take", extra={
+            "journal": path.name, "seq": record.seq, "reason": reason, "kept": kept})
 
 
 def _writer_is_gone(path: Path) -> bool:
@@ -305,6 +416,51 @@ def _set_progress(segment: Path, offset: int) -> None:
         os.close(fd)
 
 
+def _write_rejected(path: Path, record: Record, reason: str, refusal: Exception) -> None:
+    """Append the record, base64, with why, to the segment's `.rejected` file (fsynced)."""
+    line = json.dumps({"seq": record.seq, "reason": reason, "refused": _described(refusal),
+                       "raw_base64": base64.b64encode(record.payload).decode("ascii")})
+    fd = os.open(path.with_suffix(REJECTED_SUFFIX), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, line.encode("ascii") + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _waiting(path: Path, progress: int) -> tuple[int, float]:
+    """How many records of a segment wait after `progress` (at most WAITING_CAP), and when
+    the segment was last written (epoch seconds)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # moved and removed meanwhile
+        return 0, 0.0
+    try:
+        count = sum(1 for _ in itertools.islice(read_records(fd, progress), WAITING_CAP))
+        return count, os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+
+
+def _note_error(directory: Path, err: Exception) -> None:
+    """Leave the mover's last error beside the journal, for /readyz in any process."""
+    try:
+        (directory / ERROR_FILE).write_text(_described(err))
+    except OSError:  # the disk refuses this too: the error is logged all the same
+        pass
+
+
+def _last_error(directory: Path) -> str | None:
+    try:
+        return (directory / ERROR_FILE).read_text()[:500]
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _described(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"[:500]
+
+
 def _log_refusal(err: Exception, delay: float) -> None:
     level = logging.WARNING if isinstance(err, DeskbridgeError) else logging.ERROR
     log.log(level, "store not taking received items; retrying",
@@ -323,9 +479,11 @@ def _one_mover(directory: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def make_intake(pipeline: Pipeline, *, journal: bool, moves: bool = True) -> Intake:
+def make_intake(pipeline: Pipeline, *, journal: bool, moves: bool = True,
+                stall_seconds: float = STALL_SECONDS) -> Intake:
     """A journal beside the pipeline's SQLite store file (when `journal`); else straight in."""
     database = pipeline.store.sqlite_file
     if journal and database:
-        return JournalIntake(pipeline, Path(f"{database}.intake"), moves=moves)
+        return JournalIntake(pipeline, Path(f"{database}.intake"), moves=moves,
+                             stall_seconds=stall_seconds)
     return DirectIntake(pipeline)

@@ -11,9 +11,11 @@ intent before the call and the outcome after, so a crash in between never writes
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
+import re
 import secrets
 import socket
 import threading
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+import requests
+
 from integrations.channels import Channel
 from integrations.errors import (
     ConfigurationError,
@@ -29,6 +33,7 @@ from integrations.errors import (
     DeskbridgeError,
     PayloadError,
     ProviderError,
+    StoreUnavailable,
 )
 from integrations.events import (
     AgentReply,
@@ -48,8 +53,10 @@ from integrations.helpdesk import (
 )
 from integrations.linking import Action, LinkDecision, LinkRules, PendingClaim, decide
 from integrations.lookup import StoreHelpdeskLookup
+from integrations.payload import storable
 from integrations.queue import QueueUnavailable, TaskQueue
 from integrations.store import (
+    REJECTED,
     AcceptResult,
     DeliveryStatus,
     IdentityRecord,
@@ -276,6 +283,8 @@ class Pipeline:
 
     def _attempt(self, item: ItemRecord, owner: str) -> str:
         try:
+            if item.event_type == REJECTED:
+                raise Permanent(f"set aside when it was received: {item.payload.get('reason')}")
             handler = self.handlers.get(item.event_type)
             if handler is None:
                 raise Permanent(f"no handler for {item.event_type!r} items yet")
@@ -290,17 +299,19 @@ class Pipeline:
         now = self.clock()
         reason = f"{type(err).__name__}: {err}"
         fields = _kv(item, error=reason, attempts=item.attempts)
+        transient = _is_transient(err)
         wait = _asked_to_wait(err)
         if wait is not None:
             if item.deferrals < self.policy.max_deferrals:
                 delay = self.policy.after_retry_after(wait, self.rng)
                 return self._retry(item, owner, now, delay, reason, "deferred", fields,
                                    counts_as_attempt=False)
-        elif _is_transient(err) and item.attempts < self.policy.max_attempts:
+        elif transient and item.attempts < self.policy.max_attempts:
             delay = self.policy.backoff(item.attempts, self.rng)
             return self._retry(item, owner, now, delay, reason, "retry", fields)
+        reason = _dead_reason(err, transient, item.attempts)
         self.store.kill_item(item.id, owner, now, reason)
-        log.error("dead letter", extra=fields | {"event": "dead"})
+        log.error("dead letter", extra=fields | {"event": "dead", "reason": reason})
         return "dead"
 
     def _retry(
@@ -350,11 +361,27 @@ def _asked_to_wait(err: Exception) -> float | None:
 
 
 def _is_transient(err: Exception) -> bool:
-    if isinstance(err, (Permanent, PayloadError, ConfigurationError)):
-        return False
+    """Whether a retry can fix it: an answer that did not come, a store or queue that is
+    down, a provider that said "not now". Anything else (a value of the wrong type, a
+    refusal, a missing handler, a configuration) fails the same way every time."""
     if isinstance(err, ProviderError):
         return not err.is_permanent
-    return True
+    if isinstance(err, requests.RequestException):  # these are OSErrors too, not all passing
+        return isinstance(err, (requests.ConnectionError, requests.Timeout))
+    return isinstance(err, (StoreUnavailable, QueueUnavailable, Deferral, OSError))
+
+
+def _dead_reason(err: Exception, transient: bool, attempts: int) -> str:
+    """Why an item is given up on, in words an admin (or an agent) can act on."""
+    said = f"{type(err).__name__}: {err}"
+    if transient:
+        return f"gave up after {attempts} attempts; the last failed with {said}"
+    if isinstance(err, ProviderError):
+        return f"refused, and a retry cannot change that: {err}"
+    if isinstance(err, (Permanent, PayloadError, ConfigurationError)):
+        return f"cannot be processed, and a retry cannot change that: {said}"
+    return f"cannot be processed as received, and a retry cannot change that ({said}); " \
+           "its event is kept with the item"
 
 
 def _owner_token() -> str:
@@ -386,7 +413,7 @@ def handle_message(work: Work) -> str:
     if decision.action in (Action.IGNORE, Action.STORE_ONLY):
         return f"{decision.action.value}: {decision.reason}"
     known = _sender_user(lookup, message, decision)
-    written = _write(work, message, decision, route, known)
+    written, in_safe_form = _write(work, message, decision, route, known)
     if written.requester_id and written.requester_id != known:
         _record_requester(work, message, helpdesk.name, written.requester_id)
     if decision.claim is not None:
@@ -398,19 +425,68 @@ def handle_message(work: Work) -> str:
         conversation_id=message.conversation_id, author_id=message.author.user_id,
         channel=message.channel, account=message.account, message_kind=message.kind.value,
     ), work.now)
-    return f"{decision.action.value} on {helpdesk.name} ticket {written.ticket_id} " \
-           f"({decision.rule.value}: {decision.reason})"
+    outcome = f"{decision.action.value} on {helpdesk.name} ticket {written.ticket_id} " \
+              f"({decision.rule.value}: {decision.reason})"
+    return f"{outcome}; written in a safe form" if in_safe_form else outcome
 
 
 # A message is written to its helpdesk once, whichever way: after a crash the world may have
 # changed through our own unrecorded write (the customer now has a ticket), so a second
 # decision could differ from the first; one key makes the retry find the first write instead.
 HELPDESK_SLOT = "helpdesk"
+# The one write of a message in a safe form, after the helpdesk refused it as it was: a slot
+# of its own, so the refused write's failed record never stands in its way, and a retry
+# that finds it begun goes on with it (never back to the form that was refused).
+SAFE_SLOT = "helpdesk:safe"
+# Statuses with which a helpdesk refuses what a request holds rather than the request:
+# Zendesk answers 422 RecordInvalid, with `details` naming the field (a comment's body, say),
+# 400 for a body it cannot read, 413 for one too large.
+# https://developer.zendesk.com/api-reference/introduction/requests/
+REFUSED_AS_WRITTEN = frozenset({400, 413, 422})
+SAFE_TEXT_CHARS = 10_000
+SAFE_NOTE = "written in a safe form (control characters removed, length bounded); the " \
+            "message as received is kept in deskbridge's store, item {item_id}"
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufffe\uffff]")
 
 
 def _write(work: Work, message: SocialMessage, decision: LinkDecision, route: Route,
-           sender_user: str | None) -> WriteResult:
-    """Carry out a decision on the helpdesk: a new ticket (or follow-up), or a comment."""
+           sender_user: str | None) -> tuple[WriteResult, bool]:
+    """Carry out a decision on the helpdesk; True with it when the message went in a safe
+    form, because the helpdesk refused it as it was."""
+    safe_key = delivery_key(work.item.natural_key, SAFE_SLOT)
+    if work.pipeline.store.delivery(safe_key) is None:
+        try:
+            return _write_as(work, message, decision, route, sender_user, HELPDESK_SLOT), False
+        except Exception as err:
+            if not _refused_as_written(err):
+                raise
+            log.warning("helpdesk refused the message as it was; writing it in a safe form",
+                        extra=_kv(work.item, error=f"{type(err).__name__}: {err}"))
+    note = SAFE_NOTE.format(item_id=work.item.id)
+    safe = dataclasses.replace(decision, reason=f"{decision.reason}; {note}")
+    return _write_as(work, safe_message(message), safe, route, sender_user, SAFE_SLOT), True
+
+
+def _refused_as_written(err: Exception) -> bool:
+    if isinstance(err, ProviderError):
+        return err.is_permanent and err.status in REFUSED_AS_WRITTEN
+    return isinstance(err, UnicodeError)  # the adapter could not even encode it
+
+
+def safe_message(message: SocialMessage) -> SocialMessage:
+    """Return the message with text (and the author's name) every helpdesk takes: valid
+    Unicode, no control characters but newline and tab, at most SAFE_TEXT_CHARS."""
+    text = _CONTROL.sub("", storable(message.text))
+    if len(text) > SAFE_TEXT_CHARS:
+        text = text[:SAFE_TEXT_CHARS - 1] + "…"
+    author = dataclasses.replace(
+        message.author, display_name=_CONTROL.sub("", storable(message.author.display_name)))
+    return dataclasses.replace(message, text=text, author=author)
+
+
+def _write_as(work: Work, message: SocialMessage, decision: LinkDecision, route: Route,
+              sender_user: str | None, slot: str) -> WriteResult:
+    """A new ticket (or follow-up), or a comment, written under `slot`."""
     helpdesk = route.helpdesk
     if decision.action in (Action.CREATE, Action.FOLLOW_UP):
         request = NewTicket(message, subject=_subject(message), tags=route.tags,
@@ -421,7 +497,7 @@ def _write(work: Work, message: SocialMessage, decision: LinkDecision, route: Ro
                             priority=route.priority_for(message.author))
         return work.deliver("create_ticket", helpdesk.name,
                             lambda key: helpdesk.create_ticket(request, key), helpdesk.find_write,
-                            slot=HELPDESK_SLOT)
+                            slot=slot)
     assert decision.ticket_id is not None
     comment = NewComment(decision.ticket_id, message, public=decision.public,
                          verified=decision.verified, reason=decision.reason,
@@ -429,7 +505,15 @@ def _write(work: Work, message: SocialMessage, decision: LinkDecision, route: Ro
     return work.deliver("comment", helpdesk.name,
                         lambda key: helpdesk.add_comment(comment, key),
                         lambda key: helpdesk.find_write(key, comment.ticket_id),
-                        slot=HELPDESK_SLOT)
+                        slot=slot)
+
+
+def written_key(store: Store, message_key: tuple[str, str, str]) -> str:
+    """The idempotency key a message was written to its helpdesk with (its write marker)."""
+    safe = store.delivery(delivery_key(message_key, SAFE_SLOT))
+    if safe is not None and safe.status == DeliveryStatus.DONE:
+        return safe.idempotency_key
+    return delivery_key(message_key, HELPDESK_SLOT)
 
 
 def _sender_user(lookup: StoreHelpdeskLookup, message: SocialMessage,
@@ -503,7 +587,7 @@ def handle_deletion(work: Work) -> str:
     helpdesk = work.pipeline.router.helpdesk(link.helpdesk)
     route = work.pipeline.router.route(deletion.channel, deletion.account)
     message_key = (deletion.channel, deletion.account, deletion.message_id)
-    original = delivery_key(message_key, HELPDESK_SLOT)
+    original = written_key(store, message_key)
     notice = DeletionNotice(link.ticket_id, deletion, redact=bool(route and route.redact_deleted),
                             original_key=original)
     work.deliver("deletion_note", helpdesk.name,

@@ -121,7 +121,8 @@ class Runtime:
         self.pipeline = Pipeline(self.store, self.queue, self.router, policy=policy, clock=clock,
                                  rng=rng, sweep_grace=timedelta(seconds=q.sweep_grace_seconds))
         self.intake: Intake = make_intake(self.pipeline, journal=settings.store.journal,
-                                          moves=moves_intake)
+                                          moves=moves_intake,
+                                          stall_seconds=settings.store.intake_stall_seconds)
 
     def upgrade_schema(self) -> str | None:
         """Bring the store's schema to the newest migration."""
@@ -138,7 +139,8 @@ class Runtime:
                 "store: schema is not at the newest revision; run `deskbridge db upgrade`")
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Whether store and queue answer, with details (never a secret) for /readyz."""
+        """Whether store and queue answer and received events move into the store, with
+        details (never a secret) for /readyz."""
         details: dict[str, Any] = {}
         try:
             self.store.check()
@@ -149,6 +151,7 @@ class Runtime:
             details["queue"] = {"ok": True, **self.queue.check()}
         except DeskbridgeError as err:
             details["queue"] = {"ok": False, "error": str(err)}
+        details["intake"] = self.intake.health()
         return all(part["ok"] for part in details.values()), details
 
     def consumer(self, workers: int | None = None, *, embedded: bool = False) -> Consumer:

@@ -9,10 +9,13 @@ clock is the only one (and tests control it).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import functools
 import json
 import logging
 import os
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -40,18 +43,33 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     or_,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from integrations.batching import Batcher
-from integrations.errors import StoreUnavailable
-from integrations.events import Event, event_json, event_type_name, from_record
+from integrations.errors import DeskbridgeError, PayloadError, StoreUnavailable
+from integrations.events import (
+    AgentReply,
+    Deletion,
+    Event,
+    SocialMessage,
+    event_json,
+    event_type_name,
+    from_record,
+)
 from integrations.filelock import WriteLock, held
 from integrations.groupcommit import GroupCommitter
 
@@ -238,6 +256,86 @@ class Lease(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# ---------------------------------------------------------------- what the store can hold
+
+# The event type of a received record that could not be taken as an item (`Store.set_aside`).
+REJECTED = "rejected"
+
+# Which column each of an event's values goes into, on the way in (the inbox) or later (links
+# and identities): a value a column cannot hold is refused at the door, with a 400 that names
+# the field, never a 503 (which the sender retries for hours) or a failure in a worker.
+# The lengths are the columns' own.
+_ID_FIELDS: dict[type[Any], str] = {SocialMessage: "message_id", AgentReply: "comment_id",
+                                    Deletion: "message_id"}
+# NUL: PostgreSQL text cannot hold it. A lone surrogate: no UTF-8 (so neither SQLite nor
+# psycopg) can encode it.
+_OPTIONAL = frozenset({"conversation_id", "in_reply_to_id"})
+_UNHOLDABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+@functools.cache  # on every request's way in: look each column up once
+def _limit(model: type[Base], name: str) -> int | None:
+    """The length of a String column (None: unbounded)."""
+    length: int | None = getattr(inspect(model).columns[name].type, "length", None)
+    return length
+
+
+def _destinations(event: Event) -> list[tuple[str, object, int | None]]:
+    """(field, value, its column's length) for each value of `event` a column takes."""
+    channel, account, provider_id = event.natural_key
+    columns: list[tuple[str, object, int | None]] = [
+        ("channel", channel, _limit(InboxItem, "channel")),
+        ("account", account, _limit(InboxItem, "account")),
+        (_ID_FIELDS[type(event)], provider_id, _limit(InboxItem, "provider_id")),
+        ("conversation", event.conversation_key, _limit(InboxItem, "conversation_key")),
+    ]
+    if isinstance(event, SocialMessage):
+        author = event.author
+        columns += [("author.user_id", author.user_id, _limit(Link, "author_id")),
+                    ("author.handle", author.handle, _limit(Identity, "handle")),
+                    ("conversation_id", event.conversation_id, _limit(Link, "conversation_id")),
+                    ("in_reply_to_id", event.in_reply_to_id, _limit(InboxItem, "provider_id"))]
+    elif isinstance(event, AgentReply):
+        columns += [("comment_id", event.comment_id, _limit(InboxItem, "provider_id")),
+                    ("ticket_id", event.ticket_id, _limit(Link, "ticket_id"))]
+    else:
+        columns += [("message_id", event.message_id, _limit(InboxItem, "provider_id")),
+                    ("author_id", event.author_id, _limit(Identity, "social_user_id"))]
+    return columns
+
+
+def check_storable(event: Event) -> None:
+    """Raise PayloadError, naming the field, when a value of `event` cannot be stored as it
+    is: not text, longer than its column, or holding a NUL or a lone surrogate."""
+    for name, value, limit in _destinations(event):
+        if value is None and name in _OPTIONAL:
+            continue
+        if not isinstance(value, str):
+            raise PayloadError(f"{name} is not text: a {type(value).__name__}")
+        if limit is not None and len(value) > limit:
+            raise PayloadError(f"{name} is too long for the store: {len(value)} characters, "
+                               f"at most {limit}")
+        found = _UNHOLDABLE.search(value)
+        if found is not None:
+            what = "a NUL character" if found.group() == "\x00" else "a lone surrogate"
+            raise PayloadError(f"{name} holds {what} (at {found.start()}), which no store holds")
+
+
+def _store_error(err: BaseException) -> DeskbridgeError:
+    """A database driver's error as ours: a value it could not take is the data's fault
+    (PayloadError, never retried), anything else an outage (StoreUnavailable)."""
+    if isinstance(err, (psycopg.DataError, psycopg.IntegrityError, sqlite3.DataError,
+                        sqlite3.IntegrityError, ValueError, OverflowError)):
+        return PayloadError(f"the store cannot hold a value of this event: "
+                            f"{type(err).__name__}: {err}")
+    return StoreUnavailable(f"store unavailable: {type(err).__name__}: {err}")
+
+
+def _words(text: str, limit: int = 2000) -> str:
+    """`text` as a column can always hold it: no NUL, no lone surrogate, bounded."""
+    return _UNHOLDABLE.sub("\ufffd", text)[:limit]
 
 
 # ---------------------------------------------------------------- snapshots handed out
@@ -558,8 +656,8 @@ class Store:
             .on_conflict_do_nothing(index_elements=["channel", "account", "provider_id"])
             .returning(InboxItem.id, InboxItem.channel, InboxItem.account, InboxItem.provider_id)
         ), ITEM_COLUMNS)
-        self._inserts: GroupCommitter[list[dict[str, Any]], list[Any]] = GroupCommitter(
-            self._insert_batch)
+        self._inserts: GroupCommitter[list[dict[str, Any]], list[Any] | PayloadError] = \
+            GroupCommitter(self._insert_batch)
         self._checkpointer = Checkpointer(self.engine) if self._fast_insert.dedicated else None
 
     @property
@@ -575,7 +673,13 @@ class Store:
         try:
             with self._serialised(), self._sessions.begin() as session:
                 yield session
-        except OperationalError as err:
+        except (OperationalError, InterfaceError) as err:
+            raise StoreUnavailable(f"store unavailable: {err.orig}") from err
+        except PoolTimeout as err:
+            raise StoreUnavailable(f"store unavailable: {err}") from err
+        except DBAPIError as err:
+            if not err.connection_invalidated:  # a value refused: the caller's data, no outage
+                raise
             raise StoreUnavailable(f"store unavailable: {err.orig}") from err
         if self._checkpointer is not None:
             self._checkpointer.written()
@@ -605,9 +709,13 @@ class Store:
         """Store events once per natural key, in one transaction; duplicates are no-ops.
 
         `records`, when given, are the events' `to_record` JSON, already made by the caller.
+        Raises PayloadError, naming the field, for an event the store cannot hold (nothing
+        of the batch is stored then), StoreUnavailable when the store cannot be written.
         """
         if not events:
             return AcceptResult((), ())
+        for ev in events:
+            check_storable(ev)
         rows, seen = [], set()
         for n, ev in enumerate(events):
             if ev.natural_key in seen:
@@ -615,6 +723,8 @@ class Store:
             seen.add(ev.natural_key)
             rows.append(self._item_row(ev, now, records[n] if records is not None else None))
         inserted = self._inserts.submit(rows)
+        if isinstance(inserted, PayloadError):
+            raise inserted
         new_keys = {(r[1], r[2], r[3]) for r in inserted}
         is_new = []
         for ev in events:  # a key is new once; a repeat, even in this batch, is a duplicate
@@ -622,11 +732,30 @@ class Store:
             new_keys.discard(ev.natural_key)
         return AcceptResult(tuple(sorted(r[0] for r in inserted)), tuple(is_new))
 
-    def _insert_batch(self, batches: Sequence[list[dict[str, Any]]]) -> list[list[Any]]:
+    def _insert_batch(
+        self, batches: Sequence[list[dict[str, Any]]],
+    ) -> list[list[Any] | PayloadError]:
         """Insert every caller's rows in one transaction; per caller, the rows that were new.
 
+        When a value of one caller's rows is refused, each caller's rows go in alone, so that
+        only that caller learns it (its PayloadError is its result) and the others are stored.
         Raises StoreUnavailable when the database cannot be reached or written.
         """
+        try:
+            return list(self._insert_now(batches))
+        except PayloadError:
+            if len(batches) == 1:
+                raise
+        results: list[list[Any] | PayloadError] = []
+        for batch in batches:
+            try:
+                results.extend(self._insert_now([batch]))
+            except PayloadError as err:
+                results.append(err)
+        return results
+
+    def _insert_now(self, batches: Sequence[list[dict[str, Any]]]) -> list[list[Any]]:
+        """Raises PayloadError for a value the database refused, StoreUnavailable else."""
         try:
             with self._serialised():
                 inserted = self._fast_insert.run(batches)
@@ -634,9 +763,9 @@ class Store:
                 self._checkpointer.written()
             return inserted
         except DBAPIError as err:
-            raise StoreUnavailable(f"store unavailable: {err.orig}") from err
-        except (sqlite3.Error, psycopg.Error) as err:
-            raise StoreUnavailable(f"store unavailable: {type(err).__name__}: {err}") from err
+            raise _store_error(err.orig or err) from err
+        except (sqlite3.Error, psycopg.Error, ValueError, OverflowError) as err:
+            raise _store_error(err) from err
 
     @staticmethod
     def _item_row(ev: Event, now: datetime, record: str | None) -> dict[str, Any]:
@@ -780,6 +909,36 @@ class Store:
             row.status, row.last_error, row.updated_at = ItemStatus.DEAD, reason, now
             row.claimed_by = row.claimed_until = None
             s.add(DeadLetter(item_id=item_id, reason=reason, attempts=row.attempts, died_at=now))
+            return True
+
+    def set_aside(self, key: tuple[str, str, str], raw: bytes, reason: str,
+                  now: datetime) -> bool:
+        """Keep a received record that could not be taken as an item, as a dead letter.
+
+        The item (type `rejected`, its key where the record was found) keeps the record's
+        bytes losslessly (base64) and the reason in words; the dead letter lists it where the
+        admin sees every other. Returns False when it was set aside before (same key).
+        Raises StoreUnavailable when the store cannot be written.
+        """
+        reason = _words(reason)
+        channel, account, provider_id = (_words(part, 100) for part in key)
+        payload = json.dumps({"type": REJECTED, "reason": reason,
+                              "raw_base64": base64.b64encode(raw).decode("ascii")})
+        stmt = (
+            _upsert(self.dialect, InboxItem)
+            .values(channel=channel, account=account, provider_id=provider_id,
+                    event_type=REJECTED, conversation_key=f"{channel}:{account}",
+                    payload=payload, status=ItemStatus.DEAD, attempts=0, deferrals=0,
+                    next_attempt_at=now, received_at=now, updated_at=now, finished_at=now,
+                    last_error=reason)
+            .on_conflict_do_nothing(index_elements=["channel", "account", "provider_id"])
+            .returning(InboxItem.id)
+        )
+        with self.session() as s:
+            row = s.execute(stmt).first()
+            if row is None:
+                return False
+            s.add(DeadLetter(item_id=row[0], reason=reason, attempts=0, died_at=now))
             return True
 
     def due_for_sweep(self, now: datetime, grace: timedelta) -> list[int]:
@@ -1001,6 +1160,12 @@ class Store:
                     status=DeliveryStatus.FAILED, error=error, completed_at=now,
                 )
             )
+
+    def delivery(self, key: str) -> DeliveryRecord | None:
+        """The write recorded under this idempotency key, if any."""
+        with self.session() as s:
+            row = s.scalars(select(Delivery).filter_by(idempotency_key=key)).first()
+            return _snapshot(row, DeliveryRecord) if row else None
 
     def deliveries_for_item(self, item_id: int) -> list[DeliveryRecord]:
         stmt = select(Delivery).filter_by(item_id=item_id).order_by(Delivery.id)

@@ -203,3 +203,17 @@ class RecordingChannel:
     def _find(self, op: str, to: str, text: str) -> str | None:
         return next((r["id"] for r in self.sent
                      if (r["op"], r["to"], r["text"]) == (op, to, text)), None)
+
+
+class TextRecordingHelpdesk(RecordingHelpdesk):
+    """`RecordingHelpdesk` that also records each write's text and reason (test double)."""
+
+    def create_ticket(self, request: NewTicket, idempotency_key: str) -> WriteResult:
+        return self._write("create_ticket", idempotency_key, request.message.author.user_id,
+                           request.message.message_id, None,
+                           {"text": request.message.text, "reason": request.reason})
+
+    def add_comment(self, request: NewComment, idempotency_key: str) -> WriteResult:
+        return self._write("comment", idempotency_key, request.message.author.user_id,
+                           request.message.message_id, request.ticket_id,
+                           {"text": request.message.text, "reason": request.reason})

@@ -475,7 +475,7 @@ def test_redacted_settings_hide_every_secret(secret_laden: Settings) -> None:
     redacted = secret_laden.redacted()
 
     assert redacted["store"] == {"url": "postgresql://deskbridge:***@db.internal/deskbridge",
-                                 "journal": True}
+                                 "journal": True, "intake_stall_seconds": 60.0}
     assert dig(redacted, "channels", "acme_x", "consumer_secret") == "[redacted]"
     assert dig(redacted, "helpdesks", "zd", "subdomain") == "acme"
     for name, secret in SECRETS.items():

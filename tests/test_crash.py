@@ -73,3 +73,40 @@ def test_killed_worker_restarted_writes_once(
     (delivery,) = runtime.store.deliveries_for_item(item_id)
     assert delivery.status == DeliveryStatus.DONE
     runtime.close()
+
+
+def test_a_worker_killed_writing_the_safe_form_writes_it_once_after_restart(
+    make_config: Callable[..., Path], tmp_path: Path,
+) -> None:
+    """The helpdesk refused the message as it was; the worker wrote it in a safe form and
+    was killed before it could record that. The next worker finds that write: one ticket."""
+    config = make_config(f"sqlite:///{tmp_path}/store.db", f"sqlite:///{tmp_path}/queue.db",
+                         lease_seconds=1.0, sweep_interval_seconds=1, sweep_grace_seconds=1.0)
+    runtime = Runtime(load_settings(config))
+    runtime.upgrade_schema()
+    (item_id,) = runtime.pipeline.accept([message("1")]).new_ids
+    record = tmp_path / "writes.jsonl"
+    double = RecordingHelpdesk("hd", record)
+
+    first = start_worker(config, record, "after", "refuse")
+    try:
+        wait_for(double.hang_marker.exists, 30, "the worker to hang after its safe-form write")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    refused, intent = runtime.store.deliveries_for_item(item_id)
+    assert (refused.status, intent.status) == (DeliveryStatus.FAILED, DeliveryStatus.INTENT)
+
+    second = start_worker(config, record)
+    try:
+        wait_for(lambda: getattr(runtime.store.get_item(item_id), "status", None)
+                 == ItemStatus.DONE, 30, "the restarted worker to finish the item")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        _, err = second.communicate(timeout=30)
+    assert second.returncode == 0, err.decode()[-2000:]
+    (written,) = double.writes()
+    assert "kept in deskbridge's store" in written["reason"]
+    item = runtime.store.get_item(item_id)
+    assert item is not None and (item.outcome or "").endswith("; written in a safe form")
+    runtime.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -16,12 +18,13 @@ from typing import Any
 import pytest
 
 from integrations.config import load_settings
-from integrations.errors import StoreUnavailable
-from integrations.events import Event
+from integrations.errors import PayloadError, StoreUnavailable
+from integrations.events import Event, event_json_bytes
 from integrations.intake import DirectIntake, JournalIntake, make_intake
+from integrations.journal import Journal
 from integrations.runtime import Runtime
-from integrations.store import AcceptResult, sqlite_file
-from tests.factories import message
+from integrations.store import AcceptResult, ItemStatus, sqlite_file
+from tests.factories import agent_reply, message
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -334,22 +337,134 @@ def test_direct_intake_stores_before_returning(runtime: Runtime) -> None:
     assert stored_ids(runtime) == ["61"]
 
 
-def test_a_journal_that_cannot_be_read_does_not_hold_up_the_others(
+# Records no parser would pass (the web tier refuses them at the door), written into a
+# journal directly, as a journal from an older deskbridge, or a disk, could hold them.
+POISON = {
+    "a lone surrogate in the id": event_json_bytes(message("1\ud800")),
+    "an id longer than the column": event_json_bytes(message("1" * 161)),
+    "a NUL in the id": event_json_bytes(message("1\x00")),
+    "not JSON": b"not an event record",
+    "not UTF-8": b"\xff\xfe{}",
+    "not our record type": b'{"type": "tweet", "id": 1}',
+    "JSON nested too deep to read": b"[" * 100_000 + b"]" * 100_000,
+    "an id of the wrong type": b'{"type": "deletion", "channel": "x", "account": "1000", '
+                               b'"message_id": 5, "author_id": "42", '
+                               b'"deleted_at": "2026-11-22T09:00:00+00:00"}',
+}
+
+
+def messages_stored(rt: Runtime) -> list[str]:
+    return sorted(i.provider_id for i in rt.store.list_items(limit=1000)
+                  if i.event_type == "message")
+
+
+def write_journal(directory: Path, payloads: list[bytes]) -> None:
+    """A journal as a process that stopped would leave it."""
+    left = Journal(directory, segment_bytes=64 << 20)
+    left.append(payloads)
+    left.close()
+
+
+@pytest.mark.parametrize("poison", POISON)
+def test_a_poison_record_is_set_aside_and_the_hundred_after_it_are_stored(
+    runtime: Runtime, journal_dir: Path, poison: str,
+) -> None:
+    """Whatever is wrong with one record, the deliveries after it reach the store, and it is
+    kept, bytes and reason, as a dead letter the admin sees."""
+    ids = [str(1850000000000001000 + n) for n in range(100)]
+    write_journal(journal_dir, [POISON[poison], *(event_json_bytes(message(i)) for i in ids)])
+    assert runtime.intake.recover() == 101
+    assert messages_stored(runtime) == sorted(ids)
+    assert pending(runtime) == 100  # the set-aside record is not queued: it is dead already
+    (dead,) = runtime.store.dead_letters()
+    item = runtime.store.get_item(dead.item_id)
+    assert item is not None and item.status == ItemStatus.DEAD and item.event_type == "rejected"
+    assert base64.b64decode(item.payload["raw_base64"]) == POISON[poison]
+    assert dead.reason == item.last_error == item.payload["reason"] and dead.reason
+    assert journals(journal_dir) == []  # nothing left to hold up the next pass
+    assert runtime.intake.recover() == 0 and len(runtime.store.dead_letters()) == 1
+
+
+def test_the_reason_of_a_set_aside_record_names_what_is_wrong(
     runtime: Runtime, journal_dir: Path,
 ) -> None:
-    """An unreadable journal is kept and reported; the next one is still recovered."""
-    from integrations.events import event_json
-    from integrations.journal import Journal
+    write_journal(journal_dir, [POISON["a lone surrogate in the id"], POISON["not JSON"]])
+    runtime.intake.recover()
+    reasons = sorted(d.reason for d in runtime.store.dead_letters())
+    assert reasons[0].startswith("not a readable event record: JSONDecodeError")
+    assert reasons[1].startswith("the store cannot take it: PayloadError: message_id holds a "
+                                 "lone surrogate")
 
-    for payload in (b"not an event record", event_json(message("81")).encode()):
-        left = Journal(journal_dir, segment_bytes=1 << 20)
-        left.append([payload])
-        left.close()  # as a process that died would leave it
-    assert runtime.intake.recover() == 1
-    assert stored_ids(runtime) == ["81"]
-    (kept,) = journals(journal_dir)  # the unreadable segment
-    assert b"not an event record" in kept.read_bytes()
-    assert runtime.intake.recover() == 0 and journals(journal_dir) == [kept]
+
+def test_a_record_the_store_refuses_even_to_set_aside_is_kept_in_a_file(
+    runtime: Runtime, journal_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The last resort: a `.rejected` file beside the journal, one JSON line a record."""
+    def refuse(*args: object) -> bool:
+        raise PayloadError("the store refuses this too (test double)")
+
+    monkeypatch.setattr(runtime.store, "set_aside", refuse)
+    write_journal(journal_dir, [POISON["not JSON"], event_json_bytes(message("91"))])
+    (segment,) = journals(journal_dir)
+    assert runtime.intake.recover() == 2
+    assert messages_stored(runtime) == ["91"]
+    (line,) = segment.with_suffix(".rejected").read_text().splitlines()
+    kept = json.loads(line)
+    assert base64.b64decode(kept["raw_base64"]) == POISON["not JSON"]
+    assert "JSONDecodeError" in kept["reason"] and "refuses this too" in kept["refused"]
+
+
+def test_an_outage_while_finding_the_poison_sets_nothing_aside(
+    runtime: Runtime, journal_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only the record's own fault sets it aside: a store that goes down meanwhile only
+    delays the batch, and the next pass takes it as it would have."""
+    real, calls = runtime.pipeline.accept, []
+
+    def accept(events: Sequence[Event], **kwargs: Any) -> AcceptResult:
+        calls.append(len(events))
+        if len(calls) == 2:  # the first of the one-by-one takes
+            raise StoreUnavailable("store unavailable: database is locked (test double)")
+        return real(events, **kwargs)
+
+    monkeypatch.setattr(runtime.pipeline, "accept", accept)
+    write_journal(journal_dir, [event_json_bytes(message("93")), POISON["a NUL in the id"],
+                                event_json_bytes(message("94"))])
+    with pytest.raises(StoreUnavailable):
+        runtime.intake.recover()
+    assert runtime.store.dead_letters() == []
+    assert runtime.intake.recover() == 3
+    assert messages_stored(runtime) == ["93", "94"] and len(runtime.store.dead_letters()) == 1
+
+
+BAD_EVENTS = {
+    "message_id": message("1" * 161),
+    "message_id ": message("18\x0050"),
+    "message_id  ": message("18\ud80050"),
+    "conversation": agent_reply(ticket_id="1" * 300),
+    "author.user_id": message("1850000000000000001", author_id="4" * 65),
+}
+
+
+@pytest.mark.parametrize("field", BAD_EVENTS)
+def test_a_value_the_store_cannot_hold_is_refused_at_the_door_on_either_store(
+    store_url: str, tmp_path: Path, make_config: Callable[..., Path], field: str,
+) -> None:
+    """On SQLite (journal) and PostgreSQL (straight in) alike: a PayloadError naming the
+    field (400 to the sender), never StoreUnavailable (a 503 X retries for hours), and the
+    deliveries around it are stored."""
+    rt = Runtime(load_settings(make_config(store_url, f"sqlite:///{tmp_path}/queue.db")))
+    try:
+        rt.upgrade_schema()
+        with pytest.raises(PayloadError, match=f"^{field.strip()}") as refused:
+            rt.intake.receive([BAD_EVENTS[field]])
+        assert not isinstance(refused.value, StoreUnavailable)
+        ids = [str(1850000000000002000 + n) for n in range(100)]
+        assert rt.intake.receive([message(i) for i in ids]) == 100
+        assert rt.intake.flush()
+        assert messages_stored(rt) == sorted(ids) and rt.store.dead_letters() == []
+    finally:
+        rt.close()
 
 
 def test_the_first_pass_removes_what_a_process_killed_mid_step_left(
@@ -364,3 +479,53 @@ def test_the_first_pass_removes_what_a_process_killed_mid_step_left(
     unnamed.write_bytes(b"")
     assert runtime.intake.recover() == 0
     assert not stray.exists() and not unnamed.exists()
+
+
+def test_readyz_says_not_ready_once_received_events_wait_too_long(
+    runtime: Runtime, journal_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A mover that cannot move: /readyz turns 503 once the oldest waiting record is older
+    than the bound, says how many wait and why, and is ready again once they moved."""
+    from webhook_server import create_app
+
+    wall = [time.time()]
+    runtime.intake = JournalIntake(runtime.pipeline, journal_dir, stall_seconds=60,
+                                   wall=lambda: wall[0])
+    client = create_app(runtime.settings, runtime=runtime).test_client()
+    up = threading.Event()
+    store_down_until(runtime, up, monkeypatch)
+    runtime.intake.receive([message("101"), message("102")])
+    with pytest.raises(StoreUnavailable):
+        runtime.intake.recover()
+    answer = client.get("/readyz")
+    assert answer.status_code == 200  # waiting, but not for long yet
+    assert answer.json is not None and answer.json["intake"]["waiting_records"] == 2
+
+    wall[0] += 61
+    answer = client.get("/readyz")
+    assert answer.status_code == 503 and answer.json is not None
+    intake = answer.json["intake"]
+    assert intake["ok"] is False and intake["waiting_segments"] == 1
+    assert intake["waiting_records"] == 2 and intake["oldest_wait_seconds"] >= 61
+    assert "database is locked" in intake["last_error"]
+
+    up.set()
+    assert runtime.intake.recover() == 2
+    answer = client.get("/readyz")
+    assert answer.status_code == 200 and answer.json is not None
+    assert answer.json["intake"]["waiting_records"] == 0
+    assert "last_error" not in answer.json["intake"]
+    wall[0] += 3600  # an idle journal never looks stalled
+    assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_sees_a_stall_at_once_in_a_journal_last_written_long_ago(
+    runtime: Runtime, journal_dir: Path,
+) -> None:
+    """After a restart, a record that waited since before it counts from its segment's
+    last write: no need to watch it for the whole bound first."""
+    write_journal(journal_dir, [event_json_bytes(message("111"))])
+    later = time.time() + 120
+    intake = JournalIntake(runtime.pipeline, journal_dir, stall_seconds=60, wall=lambda: later)
+    health = intake.health()
+    assert health["ok"] is False and health["oldest_wait_seconds"] >= 119

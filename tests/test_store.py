@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -11,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from integrations import migrate
-from integrations.errors import StoreUnavailable
+from integrations.errors import PayloadError, StoreUnavailable
 from integrations.events import to_record
 from integrations.store import (
     Checkpointer,
@@ -229,3 +230,43 @@ def test_links_identities_cursors(store: Store) -> None:
     store.set_cursor("x", "1000", "mentions", "1850", NOW)
     store.set_cursor("x", "1000", "mentions", "1851", NOW)
     assert store.get_cursor("x", "1000", "mentions") == "1851"
+
+
+def test_a_value_the_database_refuses_is_the_datas_fault_not_an_outage(
+    store: Store, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the door's checks (switched off here), what the database itself refuses (NUL on
+    PostgreSQL, a lone surrogate on SQLite) is a PayloadError: a 400, never a 503."""
+    monkeypatch.setattr("integrations.store.check_storable", lambda event: None)
+    bad = "18\x0050" if store.dialect == "postgresql" else "18\ud80050"
+    with pytest.raises(PayloadError) as refused:
+        store.add_items([message(bad)], NOW)
+    assert not isinstance(refused.value, StoreUnavailable)
+    assert store.add_items([message("1")], NOW).is_new == (True,)  # the store is fine
+
+
+def test_one_callers_refused_value_does_not_fail_the_others_in_its_group_commit(
+    store: Store, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Requests that share a transaction: only the one whose value was refused learns it."""
+    monkeypatch.setattr("integrations.store.check_storable", lambda event: None)
+    bad = "18\x0050" if store.dialect == "postgresql" else "18\ud80050"
+    rows = [[store._item_row(message(i), NOW, None)] for i in ("1", bad, "2")]
+    first, refused, last = store._insert_batch(rows)
+    assert isinstance(refused, PayloadError)
+    assert not isinstance(first, PayloadError) and not isinstance(last, PayloadError)
+    assert sorted(i.provider_id for i in store.list_items()) == ["1", "2"]
+
+
+def test_a_record_set_aside_twice_is_one_dead_letter(store: Store) -> None:
+    """A mover that died after setting a record aside, before noting its progress, sets it
+    aside again on the next pass: still one dead letter, with the bytes as they were."""
+    key = ("intake", "123-abcd-00000001.journal", "record:7")
+    raw = b'{"type": "message", "message_id": "1\\ud800"}\xff'
+    assert store.set_aside(key, raw, "the store cannot take it: lone surrogate", NOW)
+    assert not store.set_aside(key, raw, "the store cannot take it: lone surrogate", NOW)
+    (dead,) = store.dead_letters()
+    item = store.get_item(dead.item_id)
+    assert item is not None and item.status == ItemStatus.DEAD
+    assert base64.b64decode(item.payload["raw_base64"]) == raw
+    assert store.count_items()[ItemStatus.DEAD] == 1
