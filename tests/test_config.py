@@ -171,6 +171,7 @@ def test_empty_file_gives_every_default(tmp_path: Path) -> None:
         "port": 8080,
         "max_body_bytes": 1_048_576,
         "public_url": None,
+        "trusted_proxies": 0,
     }
     assert (settings.log.level, settings.log.format) == ("INFO", "text")
     assert settings.store.url == f"sqlite:///{tmp_path / 'var' / 'deskbridge.db'}"
