@@ -6,8 +6,11 @@
 Both run under gunicorn with identical settings (2 gthread workers); deskbridge on its embedded
 SQLite defaults. Measured in one run, interleaved round by round:
 - throughput of each with `--clients` concurrent senders (closed loop), and their ratio;
-- p50/p99 latency at a fixed `--rate` requests/s (open loop: from each request's scheduled
-  send time, so a stall is not hidden by the sender waiting for it);
+- p50/p99/p99.9 and worst latency at a fixed `--rate` requests/s (open loop: from each
+  request's scheduled send time, so a stall is not hidden by the sender waiting for it);
+- meanwhile, the disk's own stalls: a separate process overwrites 4 KiB of a synced file
+  and `fdatasync`s it every 20 ms (`disk_fsync_*`). A 200 waits for an `fdatasync`, so when
+  this probe's worst is as long as deskbridge's, the tail was the disk, not deskbridge;
 - peak RSS of each web worker (VmHWM);
 - the web workers' CPU time (user + system) per answered request, for each app;
 - the share of events deskbridge acknowledged with 200 that are in its store afterwards.
@@ -37,7 +40,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from integrations.config import load_settings
 from integrations.runtime import Runtime
@@ -236,6 +239,59 @@ def ms(values: list[float], q: int) -> float:
     return round(statistics.quantiles(values, n=100)[q - 1] * 1000, 2)
 
 
+def per_mille(values: list[float], q: int) -> float:
+    return round(statistics.quantiles(values, n=1000)[q - 1] * 1000, 2)
+
+
+class DiskProbe:
+    """Times an in-place 4 KiB write + `fdatasync` every 20 ms in a process of its own.
+
+    The file is written whole and synced first, so each probe is what a journal append costs
+    the disk, with none of deskbridge's code around it.
+    """
+
+    def __init__(self, path: Path, *, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+        self._stop = multiprocessing.Event()
+        self._results: Any = multiprocessing.Queue()
+        self._timings: list[float] = []
+
+    def __enter__(self) -> Self:
+        if self.enabled:
+            self._proc = multiprocessing.Process(target=_probe_disk, args=(
+                self.path, self._stop, self._results))
+            self._proc.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._stop.set()
+            self._timings = self._results.get(timeout=30)
+            self._proc.join()
+
+    def figures(self) -> dict[str, float | None]:
+        timings = self._timings
+        return {"disk_fsync_p99_ms": ms(timings, 99) if len(timings) > 1 else None,
+                "disk_fsync_worst_ms": round(max(timings) * 1000, 2) if timings else None}
+
+
+def _probe_disk(path: Path, stop: Any, results: Any) -> None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.pwrite(fd, bytes(1 << 20), 0)
+    os.fsync(fd)
+    timings = []
+    n = 0
+    while not stop.wait(0.02):
+        started = time.perf_counter()
+        os.pwrite(fd, os.urandom(4096), (n % 256) * 4096)
+        os.fdatasync(fd)
+        timings.append(time.perf_counter() - started)
+        n += 1
+    os.close(fd)
+    results.put(timings)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="deskbridge ingest benchmark")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of a round")
@@ -246,6 +302,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="per gunicorn worker, both apps")
     parser.add_argument("--mover", action="store_true",
                         help="run the worker's journal mover beside serve during the load")
+    parser.add_argument("--no-disk-probe", dest="disk_probe", action="store_false",
+                        help="do not time the disk's own fdatasync during the latency run")
     args = parser.parse_args()
     account = json.loads(PAYLOAD.read_bytes())["for_user_id"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -265,7 +323,7 @@ def main() -> None:
         mover = subprocess.Popen([sys.executable, "-c", MOVER, str(config)], cwd=ROOT,
                                  start_new_session=True) if args.mover else None
         try:
-            figures = measure(args, db_port, bare_port, deskbridge.pid, bare.pid)
+            figures = measure(args, db_port, bare_port, deskbridge.pid, bare.pid, folder)
         finally:
             stop(deskbridge)
             stop(bare)
@@ -278,14 +336,17 @@ def main() -> None:
         store.dispose()
     print(f"deskbridge {figures['deskbridge_rps']} req/s vs bare {figures['bare_rps']} req/s "
           f"(ratio {figures['ratio']}); at {args.rate:.0f} req/s p50 {figures['p50_ms']} ms, "
-          f"p99 {figures['p99_ms']} ms; peak RSS/worker {figures['peak_rss_mb']} MB; "
+          f"p99 {figures['p99_ms']} ms, p99.9 {figures['p99_9_ms']} ms, worst "
+          f"{figures['worst_ms']} ms (bare p99 {figures['bare_p99_ms']}, worst "
+          f"{figures['bare_worst_ms']}; disk fdatasync worst {figures['disk_fsync_worst_ms']} "
+          f"ms); peak RSS/worker {figures['peak_rss_mb']} MB; "
           f"acknowledged events stored: {figures['found_share']:.2%} (moved from the journals "
           f"at {figures['moved_per_s']} items/s)")
     print(json.dumps(figures))
 
 
 def measure(args: argparse.Namespace, db_port: int, bare_port: int, db_pid: int,
-            bare_pid: int) -> dict[str, Any]:
+            bare_pid: int, folder: Path) -> dict[str, Any]:
     per_round = int(args.seconds * 4000)
     offset = 0
     acked: list[str] = []
@@ -308,15 +369,19 @@ def measure(args: argparse.Namespace, db_port: int, bare_port: int, db_pid: int,
         acked += ok
         bare_rps.append(round_on(bare_port, bare_pid, work)[0])
     work = bodies(args.latency_requests, offset)
-    db_lat, ok = latency(db_port, work, args.rate)
+    with DiskProbe(folder / "disk-probe", enabled=args.disk_probe) as disk:
+        db_lat, ok = latency(db_port, work, args.rate)
     acked += ok
     bare_lat, _ = latency(bare_port, work, args.rate)
     deskbridge_rps, bare = statistics.mean(db_rps), statistics.mean(bare_rps)
     return {
         "bench": "ingest", "deskbridge_rps": round(deskbridge_rps, 1), "bare_rps": round(bare, 1),
         "ratio": round(deskbridge_rps / bare, 3), "rate": args.rate,
-        "p50_ms": ms(db_lat, 50), "p99_ms": ms(db_lat, 99),
+        "p50_ms": ms(db_lat, 50), "p99_ms": ms(db_lat, 99), "p99_9_ms": per_mille(db_lat, 999),
+        "worst_ms": round(max(db_lat) * 1000, 2),
         "bare_p50_ms": ms(bare_lat, 50), "bare_p99_ms": ms(bare_lat, 99),
+        "bare_p99_9_ms": per_mille(bare_lat, 999), "bare_worst_ms": round(max(bare_lat) * 1000, 2),
+        **disk.figures(),
         # Where the gap comes from: web-worker CPU per answered request, each app.
         "cpu_ms_per_request": round(cpu[db_pid][0] / max(1, cpu[db_pid][1]) * 1000, 3),
         "bare_cpu_ms_per_request": round(cpu[bare_pid][0] / max(1, cpu[bare_pid][1]) * 1000, 3),

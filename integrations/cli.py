@@ -93,7 +93,7 @@ def run(config_path: str | None, host: str | None, port: int | None) -> None:
     """Web server and workers in one process, on the embedded defaults."""
     import waitress
 
-    from integrations.serving import freeze_startup_objects
+    from integrations.serving import WAITRESS_OPTIONS, freeze_startup_objects
     from webhook_server import create_app
 
     settings = load(config_path)
@@ -109,7 +109,7 @@ def run(config_path: str | None, host: str | None, port: int | None) -> None:
     runtime.start_pollers(stop)
     server: Any = waitress.create_server(
         app, host=host or settings.server.host, port=port if port is not None else
-        settings.server.port, threads=8, ident="deskbridge")
+        settings.server.port, ident="deskbridge", **WAITRESS_OPTIONS)
     url = f"http://{server.effective_host}:{server.effective_port}"
     log.info("deskbridge running", extra={"url": url, "pid": os.getpid(),
                                            "workers": settings.queue.workers})
@@ -132,9 +132,10 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 @click.option("--host", default=None, help="Address to listen on (default: server.host).")
 @click.option("--port", type=int, default=None, help="Port to listen on (default: server.port).")
 @click.option("--workers", type=int, default=2, show_default=True, help="gunicorn web workers.")
-@click.option("--threads", type=int, default=4, show_default=True, help="Threads per worker.")
+@click.option("--threads", type=int, default=None,
+              help="Threads per worker (default: integrations.serving.THREADS, 32).")
 def serve(config_path: str | None, host: str | None, port: int | None, workers: int,
-          threads: int) -> None:
+          threads: int | None) -> None:
     """The web tier alone, under gunicorn (run `deskbridge worker` beside it)."""
     from integrations.serving import GunicornApp
 
@@ -142,7 +143,10 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         runtime.require_current_schema()
         settings = runtime.settings
     bind = f"{host or settings.server.host}:{port if port is not None else settings.server.port}"
-    GunicornApp(config_path, {"bind": bind, "workers": workers, "threads": threads}).run()
+    options: dict[str, Any] = {"bind": bind, "workers": workers}
+    if threads is not None:
+        options["threads"] = threads
+    GunicornApp(config_path, options).run()
 
 
 @cli.command()

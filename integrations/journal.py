@@ -15,8 +15,13 @@ number) followed by records: length, CRC-32, sequence number, payload. The CRC c
 generation, so a record that does not belong to the header's generation reads as garbage and
 ends the scan. A full segment is released and the next one begun; segments are never reused
 (journals that an earlier deskbridge reused, generation after generation, read the same way).
-Writes overwrite space the file already has (it is zero-filled ahead in 1 MiB steps): on
-ext4 an `fdatasync` that does not change the file's size costs about half as much.
+Writes overwrite space the file already has: on ext4 an `fdatasync` that does not change the
+file's size costs about half as much. So the next segment is made whole (zero-filled to its
+full size, its header written, synced) by a thread of its own once the active one is half
+full, under a `.new` name; a request that finds the active segment full only renames it and
+syncs the directory. Making a segment on the request's path (1 MiB of zeros, an fsync, a rename
+and a directory fsync, under the journal's lock) held up every request behind it, and
+zero-filling ahead of the writer made the next `fdatasync` write that 1 MiB too.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import secrets
 import struct
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,26 +59,38 @@ def _crc(generation: int, seq: int, payload: bytes) -> int:
 
 
 class Segment:
-    """One segment file, locked by this process while it writes it."""
+    """One segment file, locked by this process while it writes it.
 
-    def __init__(self, path: Path) -> None:
+    `allocate`: how many bytes to zero-fill now (more are zero-filled as records need them).
+    `named`: whether it takes its name now; a spare made ahead stays under its `.new` name
+    (which a mover leaves alone while it is locked) until `name()`.
+    """
+
+    def __init__(self, path: Path, *, allocate: int = HEADER_BYTES + CHUNK,
+                 named: bool = True) -> None:
         self.path = path
         # Made and locked under another name, then renamed: a mover must never find (and
         # take as released) a segment that is not locked yet.
-        making = path.with_name(path.name + ".new")
-        self.fd = os.open(making, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        self.making = path.with_name(path.name + ".new")
+        self.fd = os.open(self.making, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         self.allocated = 0
+        self.named = False
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self._allocate(HEADER_BYTES + CHUNK)  # first: it writes zeros from offset 0 on
+            self._allocate(max(allocate, HEADER_BYTES + 1))  # first: zeros from offset 0 on
             os.pwrite(self.fd, HEADER.pack(MAGIC, GENERATION), 0)
             os.fsync(self.fd)
-            os.rename(making, path)
+            if named:
+                self.name()
         except BaseException:
-            os.close(self.fd)
-            making.unlink(missing_ok=True)
+            self.discard()
             raise
         self.offset = HEADER_BYTES  # where the next record goes
+
+    def name(self) -> None:
+        """Give the segment its name (raises OSError); the caller syncs the directory."""
+        os.rename(self.making, self.path)
+        self.named = True
 
     def append(self, records: Sequence[Record]) -> None:
         """Write records after the last ones and make them durable (raises OSError)."""
@@ -86,14 +103,53 @@ class Segment:
 
     def _allocate(self, end: int) -> None:
         # Zeros ahead of the writer: a later record then overwrites, and a scan stops at a zero
-        # length where the records end.
+        # length where the records end. Synced chunk by chunk: one large write would make
+        # the other processes' next fdatasync wait for all of it.
         while self.allocated < end:
             os.pwrite(self.fd, bytes(CHUNK), self.allocated)
+            os.fdatasync(self.fd)
             self.allocated += CHUNK
 
     def release(self) -> None:
         """Stop writing here: the lock goes, and a mover takes the file from now on."""
         os.close(self.fd)
+
+    def discard(self) -> None:
+        """Close and remove a segment that holds no record (a spare, or one half made)."""
+        os.close(self.fd)
+        (self.path if self.named else self.making).unlink(missing_ok=True)
+
+
+class _Spare:
+    """The next segment, made on a thread of its own while the active one fills."""
+
+    def __init__(self, make: Callable[[], Segment]) -> None:
+        self._make = make
+        self._segment: Segment | None = None
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="deskbridge-journal-spare")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._segment = self._make()
+        except OSError as err:  # told to the request that needs the segment
+            self._error = err
+
+    def take(self) -> Segment:
+        """The segment, once made (raises the OSError that making it raised)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._segment is not None
+        return self._segment
+
+    def discard(self) -> None:
+        """Remove the segment unused (the journal is closing)."""
+        self._thread.join()
+        if self._segment is not None:
+            self._segment.discard()
 
 
 class Journal:
@@ -110,6 +166,7 @@ class Journal:
         self._failed = False  # the active segment's last write failed
         self._lock = threading.Lock()
         self._written: dict[Path, int] = {}  # every segment begun here: its end of records
+        self._spare: _Spare | None = None
         self._active = self._begin()
         self._commits: GroupCommitter[list[bytes], int] = GroupCommitter(self._commit)
 
@@ -129,11 +186,22 @@ class Journal:
     def _begin(self) -> Segment:
         # Segments a mover has taken and removed need no account any more.
         self._written = {p: end for p, end in self._written.items() if p.exists()}
-        self._count += 1
-        segment = Segment(self.directory / f"{self._token}-{self._count:08d}{SUFFIX}")
-        _fsync_directory(self.directory)  # its name is durable before a record in it is
+        spare, self._spare = self._spare, None
+        segment = spare.take() if spare is not None else self._make_segment()
+        try:
+            segment.name()
+            _fsync_directory(self.directory)  # its name is durable before a record in it is
+        except OSError:
+            segment.discard()
+            raise
         self._written[segment.path] = segment.offset
         return segment
+
+    def _make_segment(self) -> Segment:
+        self._count += 1  # one maker at a time: the first segment, then each spare in turn
+        path = self.directory / f"{self._token}-{self._count:08d}{SUFFIX}"
+        # Zero-filled to the size at which it is released, so no append extends it.
+        return Segment(path, allocate=HEADER_BYTES + self._segment_bytes, named=False)
 
     def _commit(self, batches: Sequence[list[bytes]]) -> list[int]:
         with self._lock:
@@ -155,6 +223,8 @@ class Journal:
                     self._failed = True
                     raise StoreUnavailable(f"intake journal not writable: {err}") from err
                 self._written[self._active.path] = self._active.offset
+                if self._spare is None and self._active.offset >= self._segment_bytes // 2:
+                    self._spare = _Spare(self._make_segment)  # ready before this one is full
             return [len(b) for b in batches]
 
     def _make_room(self, size: int) -> None:
@@ -172,6 +242,9 @@ class Journal:
             if not self._sealed:
                 self._sealed = True
                 self._active.release()
+                if self._spare is not None:
+                    self._spare.discard()
+                    self._spare = None
 
 
 # ---------------------------------------------------------------- reading, for movers

@@ -1,12 +1,39 @@
-"""`deskbridge serve`: the web tier under gunicorn, one app (and runtime) per worker process."""
+"""How the web tier is served: gunicorn for `deskbridge serve`, waitress for `deskbridge run`.
+
+Slow senders. A sender that sends its headers and a byte of body, then nothing, holds what
+reads its request. waitress reads every request whole on its event loop before a thread
+sees it, so there a slow sender holds only a connection: `run` allows many, and closes one
+idle for `READ_TIMEOUT` seconds. gunicorn's gthread worker hands a connection to a thread
+as soon as bytes arrive, and the app's read of the body blocks that thread: with 2 workers
+of 4 threads, 8 such connections stopped every valid delivery for good. So `serve` gives
+each worker `THREADS` threads (a thread pool only grows when all its threads are busy, so
+an ordinary load runs as few as before), and a read that waits `READ_TIMEOUT` seconds for
+a byte fails: the sender gets a 408 and its thread is free. In production, put a buffering
+proxy (nginx, README "Production") in front: it reads the whole request before gunicorn
+sees a byte of it.
+"""
 
 from __future__ import annotations
 
 import gc
+import io
+import socket
+import struct
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.gthread import ThreadWorker
+
+THREADS = 32  # per gunicorn worker: a slow sender holds one until READ_TIMEOUT
+READ_TIMEOUT = 10  # seconds a read from a sender may wait for its next byte
+# `deskbridge run`: connections waitress keeps open at once (a slow sender holds one; its
+# default, 100, is what 99 slow senders reached), checked for idleness every few seconds.
+WAITRESS_OPTIONS: dict[str, Any] = {
+    "threads": 8, "connection_limit": 1000, "channel_timeout": READ_TIMEOUT,
+    "cleanup_interval": 2, "asyncore_use_poll": True,  # select() stops at 1,024 descriptors
+}
 
 
 class GunicornApp(BaseApplication):  # type: ignore[misc]
@@ -15,9 +42,9 @@ class GunicornApp(BaseApplication):  # type: ignore[misc]
     def __init__(self, config_path: str | None, options: dict[str, Any]) -> None:
         self.config_path = config_path
         # gthread: while one request waits on the store's fsync, another does its CPU work.
-        self.options = {"worker_class": "gthread", "threads": 4, "graceful_timeout": 20,
-                        "timeout": 30, "accesslog": None, "worker_exit": _close_runtime,
-                        **options}
+        self.options = {"worker_class": "integrations.serving.Worker", "threads": THREADS,
+                        "graceful_timeout": 20, "timeout": 30, "accesslog": None,
+                        "worker_exit": _close_runtime, **options}
         super().__init__()
 
     def load_config(self) -> None:
@@ -35,7 +62,46 @@ class GunicornApp(BaseApplication):  # type: ignore[misc]
         app = create_app(settings, runtime=Runtime(settings, moves_intake=False))
         _APPS.append(app)
         freeze_startup_objects()
+        app.wsgi_app = BodyFirst(app.wsgi_app, settings.server.max_body_bytes)  # type: ignore[method-assign]
         return app
+
+
+class Worker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's gthread worker, where a read from a sender waits `READ_TIMEOUT` at most."""
+
+    def handle(self, conn: Any) -> Any:
+        # SO_RCVTIMEO, not settimeout: gthread sets the socket blocking again before each
+        # request, which clears Python's timeout but not the kernel's.
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                             struct.pack("ll", READ_TIMEOUT, 0))
+        return super().handle(conn)
+
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class BodyFirst:
+    """Reads a request's body before the app runs; a sender that stalls gets a 408.
+
+    A body larger than `limit` is left to the app (it answers 413 before reading it).
+    """
+
+    def __init__(self, app: WSGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
+                 ) -> Iterable[bytes]:
+        length = environ.get("CONTENT_LENGTH") or ""
+        if length.isascii() and length.isdigit() and 0 < int(length) <= self.limit:
+            try:
+                body = environ["wsgi.input"].read(int(length))
+            except OSError:  # the read timed out, or the sender went away
+                start_response("408 Request Timeout", [
+                    ("Content-Type", "application/json"), ("Connection", "close")])
+                return [b'{"error": "request_timeout", "reason": "the body stopped arriving"}\n']
+            environ["wsgi.input"] = io.BytesIO(body)
+        return self.app(environ, start_response)
 
 
 _APPS: list[Flask] = []  # the app this worker process serves (after the fork: one)

@@ -6,6 +6,7 @@ import fcntl
 import os
 import shutil
 import struct
+import threading
 import zlib
 from pathlib import Path
 
@@ -261,3 +262,41 @@ def test_a_segment_whose_maker_died_before_naming_it_is_removed(journal_dir: Pat
         assert not dead.exists() and making.exists()
     finally:
         os.close(fd)
+
+
+def test_the_next_segment_is_made_ahead_and_no_append_grows_a_file(
+    journal_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request that fills a segment only names the next one: it was zero-filled to its
+    full size and synced beforehand, off the request's path (the p99 of bench.ingest)."""
+    from integrations.journal import remove_unfinished
+
+    payload = b"p" * 3000
+    journal = Journal(journal_dir, segment_bytes=64 << 10)  # about 20 records a segment
+    while journal._spare is None:  # begun once the active segment is half full
+        journal.append([payload])
+    journal._spare.take()  # wait until it is made
+    (spare,) = journal_dir.glob("*.journal.new")
+    remove_unfinished(journal_dir)  # a mover leaves a spare alone: it is locked
+    assert spare.exists()
+    sizes = {only_segment(journal_dir): only_segment(journal_dir).stat().st_size}
+    made: list[str] = []  # the thread that made each segment
+    real = Segment.__init__
+
+    def counting(self: Segment, path: Path, **kwargs: object) -> None:
+        made.append(threading.current_thread().name)
+        real(self, path, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Segment, "__init__", counting)
+    written = len(read(only_segment(journal_dir)))
+    for n in range(60):
+        journal.append([payload + str(n).encode()])
+        for path in segment_paths(journal_dir):
+            sizes.setdefault(path, path.stat().st_size)
+            assert path.stat().st_size == sizes[path]  # overwritten in place, never grown
+    journal.close()
+    assert len(sizes) >= 3  # it moved on twice or more, each time to a segment made ahead:
+    assert made and set(made) == {"deskbridge-journal-spare"}
+    assert [seq for path in segment_paths(journal_dir) for seq, _ in read(path)] == list(
+        range(1, written + 61))
+    assert not list(journal_dir.glob("*.new"))  # the unused spare went with the journal

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -103,6 +105,54 @@ def test_the_worker_stores_what_serve_answered_for_even_from_a_killed_web_worker
         stored = {item.provider_id for item in store.list_items(limit=100)}
         store.dispose()
     assert stored == {tweet_id for tweet_id, _, _ in deliveries}
+
+
+@pytest.mark.parametrize(("command", "slow_senders"), [
+    (["serve", "--workers", "1"], 12),  # before: 4 threads a worker, all held for good
+    (["run"], 120),  # before: waitress took no connection past its 100th
+])
+def test_slow_senders_do_not_hold_up_a_valid_delivery(
+    tmp_path: Path, command: list[str], slow_senders: int,
+) -> None:
+    """Senders that send their headers and one byte of body, then nothing, do not keep a
+    valid signed delivery from being answered at once."""
+    config = write_config(tmp_path, json.loads(PAYLOAD.read_bytes())["for_user_id"])
+    subprocess.run([*DESKBRIDGE, "db", "upgrade", "--config", str(config)], check=True,
+                   capture_output=True)
+    port = free_port()
+    server = subprocess.Popen([*DESKBRIDGE, *command, "--config", str(config), "--port",
+                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stalled: list[socket.socket] = []
+    try:
+        _wait_until(lambda: _ready(port), f"{command[0]} did not start")
+        for _ in range(slow_senders):
+            sender = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sender.sendall(b"POST /webhooks/x HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           b"Content-Type: application/json\r\nContent-Length: 2000\r\n\r\n{")
+            stalled.append(sender)
+        time.sleep(0.5)  # the server has taken them all up
+        ((_, body, signature),) = bodies(1, 0)
+        started = time.monotonic()
+        assert _post_within(port, body, signature, seconds=5) == 200
+        assert time.monotonic() - started < 2
+    finally:
+        for sender in stalled:
+            sender.close()
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _post_within(port: int, body: bytes, signature: str, *, seconds: float) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=seconds)
+    try:
+        conn.request("POST", "/webhooks/x", body=body, headers={
+            "Content-Type": "application/json", "X-Twitter-Webhooks-Signature": signature})
+        return conn.getresponse().status
+    finally:
+        conn.close()
 
 
 def _ready(port: int) -> bool:
