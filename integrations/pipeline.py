@@ -412,12 +412,13 @@ def handle_message(work: Work) -> str:
     decision = decide(message, lookup, route.rules, work.now)
     if decision.action in (Action.IGNORE, Action.STORE_ONLY):
         return f"{decision.action.value}: {decision.reason}"
-    known = _sender_user(lookup, message, decision)
+    known = _sender_user(lookup, message, decision) if message.author.is_known else None
     written, in_safe_form = _write(work, message, decision, route, known)
-    if written.requester_id and written.requester_id != known:
-        _record_requester(work, message, helpdesk.name, written.requester_id)
-    if decision.claim is not None:
-        _record_claim(work, message, decision.claim, helpdesk.name)
+    if message.author.is_known:  # nobody to remember as a requester or a claimant
+        if written.requester_id and written.requester_id != known:
+            _record_requester(work, message, helpdesk.name, written.requester_id)
+        if decision.claim is not None:
+            _record_claim(work, message, decision.claim, helpdesk.name)
     work.pipeline.store.record_link(work.item.id, LinkRecord(
         message_id=message.message_id, helpdesk=helpdesk.name, ticket_id=written.ticket_id,
         action=decision.action.value, rule=decision.rule.value, reason=decision.reason,
@@ -616,7 +617,9 @@ def handle_agent_reply(work: Work) -> str:
     if not reply.public:
         return "ignore: an internal note is never sent"
     links = work.pipeline.store.links_for_ticket(reply.helpdesk, reply.ticket_id)
-    customer = [lk for lk in links if lk.verified and lk.message_kind in ANSWERABLE_KINDS]
+    # A link without its author (X did not say who wrote the post) is never answered.
+    customer = [lk for lk in links if lk.verified and lk.author_id
+                and lk.message_kind in ANSWERABLE_KINDS]
     if not customer:
         raise Permanent(f"ticket {reply.ticket_id} has no verified social conversation to answer")
     router = work.pipeline.router

@@ -102,7 +102,8 @@ class RecordingHelpdesk:
     def create_ticket(self, request: NewTicket, idempotency_key: str) -> WriteResult:
         return self._write("create_ticket", idempotency_key, request.message.author.user_id,
                            request.message.message_id, None,
-                           {"follow_up_of": request.follow_up_of, "verified": request.verified})
+                           {"follow_up_of": request.follow_up_of, "verified": request.verified,
+                            "public": request.public})
 
     def add_comment(self, request: NewComment, idempotency_key: str) -> WriteResult:
         return self._write("comment", idempotency_key, request.message.author.user_id,

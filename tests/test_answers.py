@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ import pytest
 
 from integrations.config import Settings
 from integrations.events import AgentReply, Deletion, MessageKind
+from integrations.helpdesk import NewTicket, WriteResult
 from integrations.runtime import Runtime
 from integrations.store import ItemStatus
 from tests.conftest import FakeClock
@@ -208,3 +210,25 @@ def test_message_deleted_before_processing_writes_nothing(
     assert item is not None and item.status == ItemStatus.DONE
     assert item.outcome == "ignore: deleted by its author before it was processed"
     assert helpdesk.writes() == []
+
+
+def test_a_post_whose_author_x_did_not_send_is_filed_but_never_answered(
+    rt: Runtime, helpdesk: RecordingHelpdesk, channel: RecordingChannel,
+) -> None:
+    known = message("40", text="@acme mijn pakket is kwijt")
+    nobody = dataclasses.replace(known, author=dataclasses.replace(
+        known.author, user_id="", handle="", display_name="", profile_url=None))
+    create = helpdesk.create_ticket
+
+    def with_placeholder(request: NewTicket, key: str) -> WriteResult:
+        # as Zendesk answers: the ticket's requester is its placeholder user
+        return dataclasses.replace(create(request, key), requester_id="u-placeholder")
+
+    helpdesk.create_ticket = with_placeholder  # type: ignore[method-assign]
+    assert process_all(rt, nobody) == ["done"]
+    (created,) = helpdesk.writes()
+    assert (created["op"], created["verified"], created["public"]) == (
+        "create_ticket", False, False)
+    assert rt.store.identities_for("x", "") == []  # nobody remembered as a requester
+    assert process_all(rt, answer(helpdesk, "Wie bent u?", created["ticket_id"])) == ["dead"]
+    assert channel.sent == []
