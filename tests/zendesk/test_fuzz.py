@@ -36,7 +36,7 @@ from integrations.pipeline import Pipeline
 from integrations.runtime import Runtime
 from integrations.store import ItemStatus
 from integrations.zendesk.webhooks import sign
-from tests.conftest import FakeClock
+from tests.conftest import SETTINGS_TEMPLATE, FakeClock
 from tests.doubles import RecordingChannel, RecordingHelpdesk
 from tests.factories import message
 from webhook_server import create_app
@@ -49,28 +49,14 @@ EXAMPLES = int(os.environ.get("DESKBRIDGE_FUZZ_EXAMPLES", "300"))
 SEEDED_TICKET = "1001"  # the fake helpdesk's first ticket: it has a conversation on X
 SEEDED_COMMENT = "54509304133531"  # the recorded payloads' comment id
 
-CONFIG = """
-[store]
-url = "sqlite:///{tmp}/store.db"
-[queue]
-url = "sqlite:///{tmp}/queue.db"
-[channels.acme_x]
-type = "x"
-account_id = "1000"
-handle = "acme"
-consumer_key = "ck-test-value"
-consumer_secret = "cs-test-secret-value"
-[helpdesks.hd]
-type = "zendesk"
-subdomain = "acme"
-email = "support@acme.example"
-token = "zd-test-token-value"
-webhook_secret = "{secret}"
-[[mappings]]
-name = "acme"
-channel = "acme_x"
-helpdesk = "hd"
-"""
+def config_text(tmp: Path) -> str:
+    """tests/conftest.py's settings, with the Zendesk webhook's signing secret."""
+    text = SETTINGS_TEMPLATE.format(store_url=f"sqlite:///{tmp}/store.db",
+                                    queue_url=f"sqlite:///{tmp}/queue.db",
+                                    queue_name="zendesk-fuzz", queue_extra="")
+    token = 'token = "zd-test-token-value"'
+    assert token in text
+    return text.replace(token, f'{token}\nwebhook_secret = "{SECRET}"')
 
 # ---------------------------------------------------------------- mutations
 
@@ -179,7 +165,7 @@ class Fuzzed:
 def fuzzed_app(tmp: Path) -> Iterator[Fuzzed]:
     """The app on a fresh store, a customer's conversation on ticket 1001 with an agent's
     comment on it, and the pipeline's new items noted as the view accepts them."""
-    settings = parse_settings(CONFIG.format(tmp=tmp, secret=SECRET), environ={})
+    settings = parse_settings(config_text(tmp), environ={})
     clock = FakeClock()
     helpdesk = RecordingHelpdesk("hd", tmp / "writes.jsonl")
     runtime = Runtime(settings, helpdesks={"hd": helpdesk},
