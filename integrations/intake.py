@@ -41,6 +41,7 @@ from integrations.events import Event, event_json_bytes, from_record
 from integrations.journal import (
     HEADER_BYTES,
     SUFFIX,
+    UNFINISHED_SECONDS,
     Journal,
     Record,
     open_segment,
@@ -265,7 +266,7 @@ class Mover:
         self.pipeline = pipeline
         self.directory = directory
         self._lock = threading.Lock()
-        self._tidied = False
+        self._tidied_at: float | None = None  # time.monotonic() of the last tidy
         self._failing = True  # until a pass succeeds: an error file may be a dead mover's
 
     def move(self) -> int:
@@ -290,14 +291,16 @@ class Mover:
         for path in segment_paths(self.directory):
             count, gone = self._move_segment(path)
             moved, removed = moved + count, removed or gone
-        if removed or not self._tidied:
+        last = self._tidied_at
+        if removed or last is None or time.monotonic() - last > UNFINISHED_SECONDS:
             self._tidy()
         return moved
 
     def _tidy(self) -> None:
-        # What a process killed at the wrong moment leaves: looked for on the first pass, and
-        # whenever a segment was released (a writer moved on, stopped or died), not every 20 ms.
-        self._tidied = True
+        # What a process killed at the wrong moment leaves: looked for on the first pass,
+        # whenever a segment was released (a writer moved on, stopped or died), and once a
+        # minute (a half-made segment is only taken for abandoned once it is a minute old).
+        self._tidied_at = time.monotonic()
         remove_unfinished(self.directory)
         for progress in self.directory.glob("*.moved"):  # its segment was removed
             if not progress.with_suffix(SUFFIX).exists():

@@ -31,6 +31,7 @@ import os
 import secrets
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -295,9 +296,20 @@ def segment_paths(directory: Path) -> list[Path]:
     return sorted(directory.glob(f"*{SUFFIX}")) if directory.is_dir() else []
 
 
-def remove_unfinished(directory: Path) -> None:
-    """Remove segments a process died making (created, never renamed: they hold nothing)."""
+# A segment is created, then locked: between the two it looks abandoned. Only one untouched
+# for this long is taken for one (making a segment writes to it, and a made spare is locked).
+UNFINISHED_SECONDS = 60.0
+
+
+def remove_unfinished(directory: Path, *, min_age: float = UNFINISHED_SECONDS) -> None:
+    """Remove segments a process died making (created, never renamed: they hold nothing),
+    once unlocked and untouched for `min_age` seconds."""
     for path in directory.glob(f"*{SUFFIX}.new"):
+        try:
+            if time.time() - path.stat().st_mtime < min_age:
+                continue
+        except FileNotFoundError:
+            continue
         opened = open_segment(path)
         if opened is not None:
             fd, released = opened

@@ -477,6 +477,8 @@ def test_the_first_pass_removes_what_a_process_killed_mid_step_left(
     stray.write_bytes(b"\0" * 8)
     unnamed = journal_dir / "999999-dead0000-00000002.journal.new"
     unnamed.write_bytes(b"")
+    long_ago = time.time() - 3600  # a segment being made this instant is left alone
+    os.utime(unnamed, (long_ago, long_ago))
     assert runtime.intake.recover() == 0
     assert not stray.exists() and not unnamed.exists()
 

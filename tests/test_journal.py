@@ -7,6 +7,7 @@ import os
 import shutil
 import struct
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -254,12 +255,18 @@ def test_a_segment_whose_maker_died_before_naming_it_is_removed(journal_dir: Pat
     journal_dir.mkdir()
     dead = journal_dir / "999999-dead0000-00000001.journal.new"
     dead.write_bytes(b"")
+    long_ago = time.time() - 3600
+    os.utime(dead, (long_ago, long_ago))
     making = journal_dir / f"{os.getpid()}-live0000-00000001.journal.new"
     fd = os.open(making, os.O_RDWR | os.O_CREAT)
+    os.utime(making, (long_ago, long_ago))
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # its maker is still at it
+    # Created this instant and not locked yet: its maker is between os.open and flock.
+    just_made = journal_dir / f"{os.getpid()}-live0000-00000002.journal.new"
+    just_made.write_bytes(b"")
     try:
         remove_unfinished(journal_dir)
-        assert not dead.exists() and making.exists()
+        assert not dead.exists() and making.exists() and just_made.exists()
     finally:
         os.close(fd)
 
