@@ -196,12 +196,19 @@ def _by_dm_session(message: SocialMessage, lookup: LinkLookup, rules: LinkRules,
                         cited=cited)
 
 
+# Each cited number costs a helpdesk call, out of the account's budget that every app shares:
+# a post of 4,000 `#N` (any X user can write one) once held the account at its limit for
+# hours. A customer cites one or two; past this many, the rest are named but not looked up.
+MAX_CITED_LOOKUPS = 5
+
+
 def _by_reference(message: SocialMessage, lookup: LinkLookup, rules: LinkRules,
                   cited: tuple[str, ...], public: bool) -> LinkDecision | None:
     if not cited:
         return None
-    existing = [t for t in (lookup.ticket(n) for n in cited) if t is not None]
-    missing = [n for n in cited if n not in {t.id for t in existing}]
+    asked = cited[:MAX_CITED_LOOKUPS]
+    existing = [t for t in (lookup.ticket(n) for n in asked) if t is not None]
+    missing = [n for n in asked if n not in {t.id for t in existing}]
     # The ticket itself may say who its requester is on X; ask about the sender only if not.
     verified = [t for t in existing if _is_requester(t, message.author, None)]
     if not verified and existing and message.author.is_known:
@@ -289,9 +296,13 @@ def _is_requester(ticket: TicketFacts, author: SocialUser, sender: Sender | None
 
 
 def _also(cited: tuple[str, ...], chosen: str, missing: list[str]) -> str:
-    others = [n for n in cited if n != chosen and n not in missing]
+    asked, unasked = cited[:MAX_CITED_LOOKUPS], cited[MAX_CITED_LOOKUPS:]
+    others = [n for n in asked if n != chosen and n not in missing]
     text = f"; it also cites ticket {_names(others)}" if others else ""
-    return text + (f"; ticket {_names(missing)} does not exist" if missing else "")
+    text += f"; ticket {_names(missing)} does not exist" if missing else ""
+    if unasked:
+        text += f"; {len(unasked)} more numbers it cites were not looked up"
+    return text
 
 
 def _names(numbers: list[str]) -> str:

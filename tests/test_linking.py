@@ -11,6 +11,7 @@ import pytest
 
 from integrations.events import MessageKind, SocialMessage, SocialUser
 from integrations.linking import (
+    MAX_CITED_LOOKUPS,
     Action,
     LinkDecision,
     LinkRules,
@@ -183,6 +184,17 @@ def test_rules_are_asked_in_order_and_no_more_than_needed() -> None:
     lookup = Lookup(tickets={"48213": ticket("48213")})
     run(message(text="ticket 48213"), lookup)
     assert lookup.asked == ["ticket 48213"]
+
+
+def test_a_post_citing_thousands_of_numbers_costs_only_a_few_lookups() -> None:
+    """Any X user can post 4,000 `#N` in one long post: each looked-up number is a call
+    out of the helpdesk account's shared budget."""
+    text = "@acme " + " ".join(f"#{n}" for n in range(1000, 5000))
+    lookup = Lookup(tickets={"1002": ticket("1002"), "4999": ticket("4999")})
+    d = run(message(text=text), lookup)
+    assert lookup.asked == [f"ticket {n}" for n in range(1000, 1000 + MAX_CITED_LOOKUPS)]
+    assert (d.rule, d.ticket_id) == (Rule.REFERENCE, "1002")
+    assert f"{4000 - MAX_CITED_LOOKUPS} more numbers it cites were not looked up" in d.reason
 
 
 def test_handle_matches_a_requester_identity() -> None:
