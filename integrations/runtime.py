@@ -9,6 +9,7 @@ import logging
 import os
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -112,6 +113,8 @@ class Runtime:
         worker, `run`, a test); a `serve` web process does not."""
         q = settings.queue
         self.settings = settings
+        self._readiness_lock = threading.Lock()
+        self._readiness: tuple[float, tuple[bool, dict[str, Any]]] | None = None
         self.store = Store(settings.store.url)
         self.huey = create_huey(q.url, q.name)
         self.queue = TaskQueue(self.huey)
@@ -139,8 +142,22 @@ class Runtime:
                 "store: schema is not at the newest revision; run `deskbridge db upgrade`")
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Whether store and queue answer and received events move into the store, with
-        details (never a secret) for /readyz."""
+        """Return whether store and queue answer and received events move into the store,
+        with details (never a secret) for /readyz.
+
+        One check at a time: probes that arrive while one runs share its answer, so a flood
+        of them costs one check, not a thread each.
+        """
+        arrived = time.monotonic()
+        with self._readiness_lock:
+            last = self._readiness
+            if last is not None and last[0] >= arrived:  # finished while this one waited
+                return last[1]
+            answer = self._check_readiness()
+            self._readiness = (time.monotonic(), answer)
+            return answer
+
+    def _check_readiness(self) -> tuple[bool, dict[str, Any]]:
         details: dict[str, Any] = {}
         try:
             self.store.check()

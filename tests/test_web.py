@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,7 +45,7 @@ def test_readyz_is_503_with_details_and_no_secret(
     response = app_for(settings, upgrade=False).test_client().get("/readyz")
     body = response.get_json()
     assert response.status_code == 503 and body["status"] == "not_ready"
-    assert not body["store"]["ok"] and "inbox_items" in body["store"]["error"]
+    assert not body["store"]["ok"] and "deskbridge db upgrade" in body["store"]["error"]
     assert not body["queue"]["ok"] and "Connection" in body["queue"]["error"]
     assert "queue-password-42" not in response.get_data(as_text=True)
 
@@ -128,3 +131,58 @@ def test_a_refusal_logs_the_sender_a_trusted_proxy_names(
     assert response.status_code == 401
     (line,) = [r for r in caplog.records if r.getMessage() == "request refused"]
     assert line.remote_addr == logged  # type: ignore[attr-defined]
+
+
+def test_a_locked_store_answers_readyz_within_its_bound(
+    tmp_path: Path, make_settings: Callable[..., Settings],
+) -> None:
+    """A store locked by another process (here an exclusive SQLite lock) is reported not
+    ready at once, not after the store's own 30 s wait for a lock."""
+    settings = make_settings(f"sqlite:///{tmp_path}/store.db", f"sqlite:///{tmp_path}/q.db")
+    installing = Runtime(settings)
+    installing.upgrade_schema()
+    installing.close()
+    client = app_for(settings, upgrade=False).test_client()
+    lock = sqlite3.connect(tmp_path / "store.db", isolation_level=None, timeout=10)
+    lock.execute("PRAGMA locking_mode=EXCLUSIVE")
+    lock.execute("BEGIN EXCLUSIVE")
+    lock.execute("DELETE FROM inbox_items")  # takes the lock now
+    try:
+        started = time.monotonic()
+        response = client.get("/readyz")
+        took = time.monotonic() - started
+    finally:
+        lock.close()
+    body = response.get_json()
+    assert response.status_code == 503 and not body["store"]["ok"]
+    assert "locked" in body["store"]["error"]
+    assert took < 5  # the bound is 1 s; 30 s is the wait it replaces
+    assert client.get("/readyz").status_code == 200
+
+
+def test_probes_that_arrive_during_a_check_share_its_answer(
+    tmp_path: Path, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = make_settings(f"sqlite:///{tmp_path}/store.db", f"sqlite:///{tmp_path}/q.db")
+    runtime = Runtime(settings)
+    runtime.upgrade_schema()
+    checks: list[float] = []
+    slow_check = threading.Event()
+
+    def check(timeout: float = 1.0) -> None:
+        checks.append(time.monotonic())
+        slow_check.wait(0.5)  # a store slow to answer
+
+    monkeypatch.setattr(runtime.store, "check", check)
+    answers: list[bool] = []
+    probes = [threading.Thread(target=lambda: answers.append(runtime.readiness()[0]))
+              for _ in range(8)]
+    for probe in probes:
+        probe.start()
+    for probe in probes:
+        probe.join(10)
+    assert answers == [True] * 8
+    assert len(checks) <= 2  # one check for the first, at most one for those behind it
+    runtime.readiness()
+    assert len(checks) <= 3  # a probe after they all finished checks afresh
+    runtime.close()
