@@ -10,9 +10,8 @@ each worker `THREADS` threads (a thread pool only grows when all its threads are
 an ordinary load runs as few as before), and a read that waits `READ_TIMEOUT` seconds for
 a byte fails, and so does a body still arriving after `BODY_SECONDS` (a trickle of a byte
 every few seconds never waits long for one): the sender gets a 408 and its thread is free.
-In production, put a buffering
-proxy (nginx, README "Production") in front: it reads the whole request before gunicorn
-sees a byte of it.
+In production, put a buffering proxy (nginx, README "Production") in front: it reads the
+whole request before gunicorn sees a byte of it.
 """
 
 from __future__ import annotations
