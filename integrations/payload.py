@@ -29,6 +29,14 @@ MAX_INT = 2**63 - 1
 MAX_TEXT = 100_000  # characters; X's longest post is 25,000, a Zendesk comment 65,535 bytes
 
 _UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
+# What a sender is told, in words rather than the interpreter's: Python refuses integers of
+# more than 4,300 digits with a ValueError that names `sys.set_int_max_str_digits()`.
+HUGE_NUMBER = "body holds a number of thousands of digits, which no field takes"
+
+
+def not_utf8(err: UnicodeDecodeError) -> PayloadError:
+    """Return the refusal of a body that is not UTF-8, saying where."""
+    return PayloadError(f"body is not UTF-8 (an invalid byte at {err.start})")
 
 
 def load_object(body: bytes | str) -> dict[str, Any]:
@@ -40,12 +48,14 @@ def load_object(body: bytes | str) -> dict[str, Any]:
     """
     try:
         value = jsontext.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except UnicodeDecodeError as err:
+        raise not_utf8(err) from err
+    except json.JSONDecodeError as err:
         raise PayloadError(f"body is not valid JSON: {err}") from err
     except RecursionError as err:
         raise PayloadError(f"body is nested more than {MAX_DEPTH} levels deep") from err
-    except ValueError as err:  # an integer beyond the interpreter's digit limit
-        raise PayloadError(f"body is not usable JSON: {err}") from err
+    except ValueError as err:  # the interpreter's limit on an integer's digits (4,300)
+        raise PayloadError(HUGE_NUMBER) from err
     if not isinstance(value, dict):
         raise PayloadError("body is not a JSON object")
     check_depth(value)
@@ -156,6 +166,8 @@ def integer(value: Any, where: str, *, low: int = 0, high: int = MAX_INT) -> int
     integer (a boolean or a string is not) or lies outside [low, high]."""
     if value is None:
         return None
+    if isinstance(value, float) and abs(value) >= 2**63:  # JSON integers past 64 bits
+        raise PayloadError(f"{where} is out of range ({low}..{high})")
     if isinstance(value, bool) or not isinstance(value, int):
         raise PayloadError(f"{where} is not an integer: a {type(value).__name__}")
     if not low <= value <= high:

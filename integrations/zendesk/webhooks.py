@@ -28,7 +28,15 @@ from typing import Any, TypeAlias
 
 from integrations.errors import PayloadError, VerificationError
 from integrations.events import AgentReply
-from integrations.payload import MAX_DEPTH, check_depth, digits, required_digits, storable
+from integrations.payload import (
+    HUGE_NUMBER,
+    MAX_DEPTH,
+    check_depth,
+    digits,
+    not_utf8,
+    required_digits,
+    storable,
+)
 from integrations.payload import text as payload_text
 
 SIGNATURE_HEADER = "x-zendesk-webhook-signature"
@@ -275,7 +283,7 @@ def load_body(body: bytes) -> dict[str, Any]:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise PayloadError(f"body is not valid JSON: not UTF-8 ({err})") from err
+        raise not_utf8(err) from err
     try:
         payload = _loads(text)
     except json.JSONDecodeError as err:
@@ -298,7 +306,7 @@ def _loads(text: str) -> Any:
     except json.JSONDecodeError:
         raise
     except ValueError as err:  # an integer beyond the interpreter's digit limit
-        raise PayloadError(f"body is not usable JSON: {err}") from err
+        raise PayloadError(HUGE_NUMBER) from err
 
 
 def _first_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
