@@ -270,6 +270,11 @@ class DiskProbe:
             self._timings = self._results.get(timeout=30)
             self._proc.join()
 
+    @property
+    def timings(self) -> list[float]:
+        """Each probe's seconds, once the probe has stopped."""
+        return self._timings
+
     def figures(self) -> dict[str, float | None]:
         timings = self._timings
         return {"disk_fsync_p99_ms": ms(timings, 99) if len(timings) > 1 else None,
