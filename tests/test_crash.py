@@ -61,14 +61,7 @@ def test_killed_worker_restarted_writes_once(
     assert intent.status == DeliveryStatus.INTENT  # the outcome was unknown when it died
     assert len(double.writes()) == (1 if hang == "after" else 0)
 
-    second = start_worker(config, record)
-    try:
-        wait_for(lambda: getattr(runtime.store.get_item(item_id), "status", None)
-                 == ItemStatus.DONE, 30, "the restarted worker to finish the item")
-    finally:
-        second.send_signal(signal.SIGTERM)
-        _, err = second.communicate(timeout=30)
-    assert second.returncode == 0, err.decode()[-2000:]
+    restart_and_finish(config, record, runtime, item_id)
     assert [w["op"] for w in double.writes()] == ["create_ticket"]
     (delivery,) = runtime.store.deliveries_for_item(item_id)
     assert delivery.status == DeliveryStatus.DONE
@@ -97,6 +90,16 @@ def test_a_worker_killed_writing_the_safe_form_writes_it_once_after_restart(
     refused, intent = runtime.store.deliveries_for_item(item_id)
     assert (refused.status, intent.status) == (DeliveryStatus.FAILED, DeliveryStatus.INTENT)
 
+    restart_and_finish(config, record, runtime, item_id)
+    (written,) = double.writes()
+    assert "kept in deskbridge's store" in written["reason"]
+    item = runtime.store.get_item(item_id)
+    assert item is not None and (item.outcome or "").endswith("; written in a safe form")
+    runtime.close()
+
+
+def restart_and_finish(config: Path, record: Path, runtime: Runtime, item_id: int) -> None:
+    """Start a worker again and wait until it has finished the item; it stops cleanly."""
     second = start_worker(config, record)
     try:
         wait_for(lambda: getattr(runtime.store.get_item(item_id), "status", None)
@@ -105,8 +108,3 @@ def test_a_worker_killed_writing_the_safe_form_writes_it_once_after_restart(
         second.send_signal(signal.SIGTERM)
         _, err = second.communicate(timeout=30)
     assert second.returncode == 0, err.decode()[-2000:]
-    (written,) = double.writes()
-    assert "kept in deskbridge's store" in written["reason"]
-    item = runtime.store.get_item(item_id)
-    assert item is not None and (item.outcome or "").endswith("; written in a safe form")
-    runtime.close()

@@ -46,10 +46,12 @@ def runtime_for(
 ) -> Iterator[Callable[..., Runtime]]:
     made: list[Runtime] = []
 
-    def build(store_url: str | None = None, queue_url: str | None = None, **queue: object) -> Runtime:
+    def build(store_url: str | None = None, queue_url: str | None = None, *,
+              desk: RecordingHelpdesk | None = None, **queue: object) -> Runtime:
         settings = make_settings(store_url or f"sqlite:///{tmp_path}/store.db",
                                  queue_url or f"sqlite:///{tmp_path}/queue.db", **queue)
-        rt = Runtime(settings, helpdesks={"hd": helpdesk}, clock=clock, rng=random.Random(7))
+        rt = Runtime(settings, helpdesks={"hd": desk or helpdesk}, clock=clock,
+                     rng=random.Random(7))
         rt.upgrade_schema()
         made.append(rt)
         return rt
@@ -424,15 +426,9 @@ def text_helpdesk(tmp_path: Path) -> TextRecordingHelpdesk:
 
 
 @pytest.fixture
-def text_runtime(
-    tmp_path: Path, make_settings: Callable[..., Settings], text_helpdesk: TextRecordingHelpdesk,
-    clock: FakeClock,
-) -> Iterator[Runtime]:
-    settings = make_settings(f"sqlite:///{tmp_path}/store.db", f"sqlite:///{tmp_path}/queue.db")
-    rt = Runtime(settings, helpdesks={"hd": text_helpdesk}, clock=clock, rng=random.Random(7))
-    rt.upgrade_schema()
-    yield rt
-    rt.close()
+def text_runtime(runtime_for: Callable[..., Runtime],
+                 text_helpdesk: TextRecordingHelpdesk) -> Runtime:
+    return runtime_for(desk=text_helpdesk)
 
 
 def unwritable_message() -> SocialMessage:
