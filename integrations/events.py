@@ -143,6 +143,17 @@ EVENT_TYPES: dict[str, type[SocialMessage | AgentReply | Deletion]] = {
 _TYPE_NAMES = {cls: name for name, cls in EVENT_TYPES.items()}
 
 
+def distinct_events(events: tuple[Event, ...]) -> tuple[Event, ...]:
+    """Return `events` without repeats of a natural key (the first of each kept)."""
+    seen: set[tuple[str, str, str]] = set()
+    kept = []
+    for event in events:
+        if event.natural_key not in seen:
+            seen.add(event.natural_key)
+            kept.append(event)
+    return tuple(kept) if len(kept) < len(events) else events
+
+
 def event_type_name(event: Event) -> str:
     """The stable name under which an event's type is stored ("message", ...)."""
     return _TYPE_NAMES[type(event)]

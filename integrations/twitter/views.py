@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from flask import Blueprint, Response, jsonify, request
 
+from integrations.events import distinct_events
 from integrations.twitter.settings import XChannelSettings
 from integrations.twitter.webhooks import (
     check_crc_token,
@@ -84,8 +85,9 @@ def _deliver(runtime: Runtime, accounts: XAccounts, channel: str | None) -> tupl
         log.warning("X events for an account that is not configured here",
                     extra={"account": delivery.account_id, "events": len(delivery.events)})
         return jsonify(received=0, reason="account not configured"), 200
-    # Durable on return; deduplicated and queued on the way into the store (intake.py).
-    received = runtime.intake.receive(delivery.events)
+    # Durable on return; deduplicated and queued on the way into the store (intake.py). One
+    # body listing a post twice received it once.
+    received = runtime.intake.receive(distinct_events(delivery.events))
     if delivery.unknown:
         log.info("X events ignored", extra={"types": ",".join(delivery.unknown)})
     return jsonify(received=received, ignored=list(delivery.unknown)), 200

@@ -204,6 +204,18 @@ def test_delivery_is_stored_once_and_answered_fast(client: FlaskClient, runtime:
     assert runtime.huey.pending_count() == 1
 
 
+def test_a_post_listed_twice_in_one_body_is_received_once(
+    client: FlaskClient, runtime: Runtime,
+) -> None:
+    delivery = json.loads(payload("account_activity/tweet_create_mention.json"))
+    delivery["tweet_create_events"] *= 2
+    body = json.dumps(delivery).encode()
+    assert client.post("/webhooks/x", data=body, headers=signed(body)).get_json() == {
+        "received": 1, "ignored": []}
+    assert runtime.intake.flush()
+    assert sum(runtime.store.count_items().values()) == 1
+
+
 def test_unknown_account_is_200_and_stores_nothing(tmp_path: Path) -> None:
     rt = Runtime(settings_for(tmp_path))
     rt.upgrade_schema()
