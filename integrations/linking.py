@@ -272,7 +272,10 @@ def _new(message: SocialMessage, rules: LinkRules, cited: tuple[str, ...],
                             cited=cited)
     reason = "no existing ticket found for this conversation"
     if cited:
-        reason += f"; it cites ticket {_names(list(cited))}, which does not exist"
+        asked, unasked = cited[:MAX_CITED_LOOKUPS], cited[MAX_CITED_LOOKUPS:]
+        reason += f"; it cites ticket {_names(list(asked))}, which does not exist"
+        if unasked:
+            reason += f"; {len(unasked)} more numbers it cites were not looked up"
     if not message.author.is_known:
         return LinkDecision(Action.CREATE, Rule.NEW, reason + UNKNOWN_AUTHOR, verified=False,
                             public=False, cited=cited)
@@ -306,4 +309,7 @@ def _also(cited: tuple[str, ...], chosen: str, missing: list[str]) -> str:
 
 
 def _names(numbers: list[str]) -> str:
-    return ", ".join(numbers)
+    # A reason is read by an agent and kept on the ticket: a post can cite thousands.
+    if len(numbers) <= MAX_CITED_LOOKUPS:
+        return ", ".join(numbers)
+    return f"{', '.join(numbers[:MAX_CITED_LOOKUPS])} and {len(numbers) - MAX_CITED_LOOKUPS} more"

@@ -195,6 +195,13 @@ def test_a_post_citing_thousands_of_numbers_costs_only_a_few_lookups() -> None:
     assert lookup.asked == [f"ticket {n}" for n in range(1000, 1000 + MAX_CITED_LOOKUPS)]
     assert (d.rule, d.ticket_id) == (Rule.REFERENCE, "1002")
     assert f"{4000 - MAX_CITED_LOOKUPS} more numbers it cites were not looked up" in d.reason
+    assert len(d.reason) < 300  # the agent reads it on the ticket
+    none_exist = run(message(text=text), Lookup())
+    assert (none_exist.rule, len(none_exist.reason) < 300) == (Rule.NEW, True)
+    assert "ticket 1000, 1001, 1002, 1003, 1004, which does not exist" in none_exist.reason
+    thread = run(message(kind=MessageKind.REPLY, in_reply_to_id="10", text=text),
+                 Lookup(parents={"10": PARENT}))
+    assert "and 3995 more, but stays in its thread" in thread.reason
 
 
 def test_handle_matches_a_requester_identity() -> None:
