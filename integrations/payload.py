@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from integrations import jsontext
@@ -28,7 +28,9 @@ MAX_ID_DIGITS = 20  # 2**64 has 20 digits: X snowflakes and Zendesk ids are 64-b
 MAX_INT = 2**63 - 1
 MAX_TEXT = 100_000  # characters; X's longest post is 25,000, a Zendesk comment 65,535 bytes
 
-_UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
+# A lone surrogate (no UTF-8 can encode one, so neither SQLite nor psycopg can) or a NUL
+# (PostgreSQL text cannot hold one): what no store takes.
+UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
 # What a sender is told, in words rather than the interpreter's: Python refuses integers of
 # more than 4,300 digits with a ValueError that names `sys.set_int_max_str_digits()`.
 HUGE_NUMBER = "body holds a number of thousands of digits, which no field takes"
@@ -39,23 +41,33 @@ def not_utf8(err: UnicodeDecodeError) -> PayloadError:
     return PayloadError(f"body is not UTF-8 (an invalid byte at {err.start})")
 
 
+def parse_json(data: bytes | str, loads: Callable[[Any], Any] = jsontext.loads) -> Any:
+    """Return `data` parsed by `loads` (orjson with the standard library's answers, unless a
+    parser of the caller's own); raises json.JSONDecodeError and UnicodeDecodeError as it
+    does, and PayloadError for JSON no field could hold (nested past the parser's limit, a
+    number past the interpreter's 4,300 digits)."""
+    try:
+        return loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise
+    except RecursionError as err:
+        raise PayloadError(f"body is nested more than {MAX_DEPTH} levels deep") from err
+    except ValueError as err:  # the interpreter's limit on an integer's digits
+        raise PayloadError(HUGE_NUMBER) from err
+
+
 def load_object(body: bytes | str) -> dict[str, Any]:
     """Return the body as a JSON object.
 
     Raises PayloadError, with the reason, when it is not JSON, not an object, nested deeper
-    than MAX_DEPTH, or holds a number too large for any field (the standard library refuses
-    integers of more than 4,300 digits with a ValueError).
+    than MAX_DEPTH, or holds a number too large for any field.
     """
     try:
-        value = jsontext.loads(body)
+        value = parse_json(body)
     except UnicodeDecodeError as err:
         raise not_utf8(err) from err
     except json.JSONDecodeError as err:
         raise PayloadError(f"body is not valid JSON: {err}") from err
-    except RecursionError as err:
-        raise PayloadError(f"body is nested more than {MAX_DEPTH} levels deep") from err
-    except ValueError as err:  # the interpreter's limit on an integer's digits (4,300)
-        raise PayloadError(HUGE_NUMBER) from err
     if not isinstance(value, dict):
         raise PayloadError("body is not a JSON object")
     check_depth(value)
@@ -129,9 +141,15 @@ def digits(value: Any, where: str, *, max_digits: int = MAX_ID_DIGITS) -> str | 
         return str(value)
     if len(value) > max_digits:
         raise PayloadError(f"{where} is longer than {max_digits} digits")
-    if not (value.isascii() and value.isdigit()):
+    if not is_id(value, max_digits=max_digits):
         raise PayloadError(f"{where} is not an id: {value[:40]!r} is not ASCII digits")
     return value
+
+
+def is_id(value: str, *, max_digits: int = MAX_ID_DIGITS) -> bool:
+    """Return whether `value` is an id: ASCII digits only, at most `max_digits` of them
+    (`"١٢"` and `"²"` pass `str.isdigit()`, and are not)."""
+    return 0 < len(value) <= max_digits and value.isascii() and value.isdigit()
 
 
 def required_digits(value: Any, where: str, *, max_digits: int = MAX_ID_DIGITS) -> str:
@@ -162,9 +180,9 @@ def optional_text(value: Any, where: str, *, max_chars: int = MAX_TEXT) -> str |
 
 def storable(value: str) -> str:
     """Return `value` with lone surrogates as U+FFFD and NUL characters dropped."""
-    if not _UNSTORABLE.search(value):
+    if not UNSTORABLE.search(value):
         return value
-    return _UNSTORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", value)
+    return UNSTORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", value)
 
 
 def integer(value: Any, where: str, *, low: int = 0, high: int = MAX_INT) -> int | None:

@@ -15,7 +15,6 @@ import functools
 import json
 import logging
 import os
-import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -72,6 +71,7 @@ from integrations.events import (
 )
 from integrations.filelock import WriteLock, held
 from integrations.groupcommit import GroupCommitter
+from integrations.payload import UNSTORABLE, storable
 
 log = logging.getLogger("deskbridge.store")
 
@@ -269,10 +269,7 @@ REJECTED = "rejected"
 # The lengths are the columns' own.
 _ID_FIELDS: dict[type[Any], str] = {SocialMessage: "message_id", AgentReply: "comment_id",
                                     Deletion: "message_id"}
-# NUL: PostgreSQL text cannot hold it. A lone surrogate: no UTF-8 (so neither SQLite nor
-# psycopg) can encode it.
 _OPTIONAL = frozenset({"conversation_id", "in_reply_to_id"})
-_UNHOLDABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 @functools.cache  # on every request's way in: look each column up once
@@ -317,7 +314,7 @@ def check_storable(event: Event) -> None:
         if limit is not None and len(value) > limit:
             raise PayloadError(f"{name} is too long for the store: {len(value)} characters, "
                                f"at most {limit}")
-        found = _UNHOLDABLE.search(value)
+        found = UNSTORABLE.search(value)
         if found is not None:
             what = "a NUL character" if found.group() == "\x00" else "a lone surrogate"
             raise PayloadError(f"{name} holds {what} (at {found.start()}), which no store holds")
@@ -334,8 +331,8 @@ def _store_error(err: BaseException) -> DeskbridgeError:
 
 
 def _words(text: str, limit: int = 2000) -> str:
-    """`text` as a column can always hold it: no NUL, no lone surrogate, bounded."""
-    return _UNHOLDABLE.sub("\ufffd", text)[:limit]
+    """`text` as a column can always hold it: storable, bounded."""
+    return storable(text)[:limit]
 
 
 # ---------------------------------------------------------------- snapshots handed out

@@ -42,6 +42,7 @@ from integrations.helpdesk import (
     Ticket,
     WriteResult,
 )
+from integrations.payload import is_id
 from integrations.rebasing import rebase_session
 from integrations.zendesk.render import render_comment, render_deletion, write_marker
 from integrations.zendesk.settings import ZendeskSettings
@@ -163,7 +164,7 @@ class ZendeskHelpdesk:
 
     def get_ticket(self, ticket_id: str) -> Ticket | None:
         """The ticket read fresh, or None when there is no such ticket."""
-        if not ticket_id.isdigit():
+        if not is_id(ticket_id):
             return None
         try:  # with its requester sideloaded: their external_id tells who they are on X
             body = self._get(f"/api/v2/tickets/{ticket_id}.json?include=users")
@@ -186,7 +187,7 @@ class ZendeskHelpdesk:
         their authors sideloaded for their roles.
         https://developer.zendesk.com/api-reference/ticketing/tickets/ticket_comments/#list-comments
         """
-        if not (_is_id(ticket_id) and _is_id(comment_id)):
+        if not (is_id(ticket_id) and is_id(comment_id)):
             return None
         path: str | None = f"/api/v2/tickets/{ticket_id}/comments.json?" + urlencode(
             {"sort_order": "desc", "include": "users"})
@@ -321,7 +322,7 @@ class ZendeskHelpdesk:
         A create needs no search: retried with the same Idempotency-Key, Zendesk answers with
         the ticket it made the first time.
         """
-        if ticket_id is None or not ticket_id.isdigit():
+        if ticket_id is None or not is_id(ticket_id):
             return None
         comment = self._comment_with(ticket_id, write_marker(idempotency_key))
         return WriteResult(ticket_id, str(comment["id"])) if comment else None
@@ -417,10 +418,6 @@ def _ticket_from(ticket: dict[str, Any], social_ids: tuple[str, ...] = ()) -> Ti
         updated_at=datetime.fromisoformat(updated) if isinstance(updated, str) else None,
         is_closed=status == CLOSED, requester_social_ids=social_ids,
     )
-
-
-def _is_id(value: str) -> bool:
-    return value.isascii() and value.isdigit() and len(value) <= 20
 
 
 def _comment_on_page(page: dict[str, Any], ticket_id: str,

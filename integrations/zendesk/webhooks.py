@@ -29,11 +29,10 @@ from typing import Any, TypeAlias
 from integrations.errors import PayloadError, VerificationError
 from integrations.events import AgentReply
 from integrations.payload import (
-    HUGE_NUMBER,
-    MAX_DEPTH,
     check_depth,
     digits,
     not_utf8,
+    parse_json,
     required_digits,
     storable,
 )
@@ -298,15 +297,8 @@ def load_body(body: bytes) -> dict[str, Any]:
 
 def _loads(text: str) -> Any:
     """Parse with first-wins keys; raises json.JSONDecodeError, or PayloadError for JSON no
-    field could hold (too deep for the parser, a number beyond the digit limit)."""
-    try:
-        return json.loads(text, strict=False, object_pairs_hook=_first_wins)
-    except RecursionError as err:
-        raise PayloadError(f"body is nested more than {MAX_DEPTH} levels deep") from err
-    except json.JSONDecodeError:
-        raise
-    except ValueError as err:  # an integer beyond the interpreter's digit limit
-        raise PayloadError(HUGE_NUMBER) from err
+    field could hold (`payload.parse_json`)."""
+    return parse_json(text, lambda t: json.loads(t, strict=False, object_pairs_hook=_first_wins))
 
 
 def _first_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
