@@ -436,13 +436,20 @@ def unwritable_message() -> SocialMessage:
     return dataclasses.replace(message("1"), text=UNWRITABLE)
 
 
+def accept_unwritable(rt: Runtime, helpdesk: TextRecordingHelpdesk,
+                      *failures: Exception) -> int:
+    """Accept the unwritable message, the helpdesk failing its next writes as given."""
+    helpdesk.failures = list(failures)
+    (item_id,) = rt.pipeline.accept([unwritable_message()]).new_ids
+    return item_id
+
+
 def test_a_message_the_helpdesk_refuses_as_it_is_is_written_in_a_safe_form(
     text_runtime: Runtime, text_helpdesk: TextRecordingHelpdesk,
 ) -> None:
     """The customer's words reach the agent, cleaned and with a note; the original is kept."""
     rt = text_runtime
-    text_helpdesk.failures = [REFUSED_BODY]
-    (item_id,) = rt.pipeline.accept([unwritable_message()]).new_ids
+    item_id = accept_unwritable(rt, text_helpdesk, REFUSED_BODY)
     assert rt.pipeline.process(item_id) == "done"
     (written,) = text_helpdesk.writes()
     assert written["text"].startswith("my order never arrived \ufffd !!!")
@@ -463,7 +470,6 @@ def test_a_safe_form_write_whose_answer_was_lost_is_not_written_twice(
     """The safe form was written but the answer lost (a crash, a cut connection): the retry
     finds it, and never goes back to the refused form or writes the safe one again."""
     rt = text_runtime
-    text_helpdesk.failures = [REFUSED_BODY]
     lost = [ConnectionError("connection reset after the request was sent")]
 
     def lose_answer() -> None:
@@ -471,7 +477,7 @@ def test_a_safe_form_write_whose_answer_was_lost_is_not_written_twice(
             raise lost.pop()
 
     text_helpdesk.on_write = lose_answer
-    (item_id,) = rt.pipeline.accept([unwritable_message()]).new_ids
+    item_id = accept_unwritable(rt, text_helpdesk, REFUSED_BODY)
     assert rt.pipeline.process(item_id) == "retry"
     clock.advance(3600)
     assert rt.pipeline.process(item_id) == "done"
@@ -483,8 +489,7 @@ def test_a_crash_before_the_safe_form_write_goes_on_with_the_safe_form(
     text_runtime: Runtime, text_helpdesk: TextRecordingHelpdesk, clock: FakeClock,
 ) -> None:
     rt = text_runtime
-    text_helpdesk.failures = [REFUSED_BODY, ConnectionError("no answer")]
-    (item_id,) = rt.pipeline.accept([unwritable_message()]).new_ids
+    item_id = accept_unwritable(rt, text_helpdesk, REFUSED_BODY, ConnectionError("no answer"))
     assert rt.pipeline.process(item_id) == "retry"
     clock.advance(3600)
     assert rt.pipeline.process(item_id) == "done"
@@ -497,8 +502,7 @@ def test_a_safe_form_the_helpdesk_refuses_too_is_a_dead_letter_that_says_so(
     text_runtime: Runtime, text_helpdesk: TextRecordingHelpdesk,
 ) -> None:
     rt = text_runtime
-    text_helpdesk.failures = [REFUSED_BODY, REFUSED_BODY]
-    (item_id,) = rt.pipeline.accept([unwritable_message()]).new_ids
+    item_id = accept_unwritable(rt, text_helpdesk, REFUSED_BODY, REFUSED_BODY)
     assert rt.pipeline.process(item_id) == "dead"
     (dead,) = rt.store.dead_letters()
     assert dead.reason.startswith("refused, and a retry cannot change that: zendesk: "
@@ -511,8 +515,7 @@ def test_a_deletion_of_a_message_written_in_a_safe_form_points_at_that_write(
 ) -> None:
     """Redacting a deleted post finds the comment by the key it was written with."""
     rt = text_runtime
-    text_helpdesk.failures = [REFUSED_BODY]
-    (item_id,) = rt.pipeline.accept([unwritable_message()]).new_ids
+    item_id = accept_unwritable(rt, text_helpdesk, REFUSED_BODY)
     rt.pipeline.process(item_id)
     assert written_key(rt.store, ("x", "1000", "1")) == "x:1000:1:helpdesk:safe"
     assert written_key(rt.store, ("x", "1000", "2")) == "x:1000:2:helpdesk"
