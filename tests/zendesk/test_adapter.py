@@ -58,14 +58,19 @@ def test_ticket_is_read_fresh_and_missing_is_none(zd: ZendeskHelpdesk) -> None:
     assert auth.startswith("Basic ")  # email/token:TOKEN, as Zendesk expects
 
 
+def answer_new_ticket(*, requester: int, ticket: int, audit: int) -> None:
+    """Zendesk's answers to making a requester, then a ticket (in the API reference's shapes)."""
+    responses.post(f"{API}/users/create_or_update.json",
+                   json={"user": {"id": requester, "name": f"User {requester}"}})
+    responses.post(f"{API}/tickets.json", status=201,
+                   json={**ticket_json(ticket), "audit": {"id": audit}})
+
+
 @responses.activate
 def test_new_ticket_creates_the_requester_and_sends_an_idempotency_key(
     zd: ZendeskHelpdesk,
 ) -> None:
-    responses.post(f"{API}/users/create_or_update.json",
-                   json={"user": {"id": 901, "name": "User 42"}})
-    responses.post(f"{API}/tickets.json", status=201,
-                   json={**ticket_json(5001), "audit": {"id": 77001}})
+    answer_new_ticket(requester=901, ticket=5001, audit=77001)
     m = message("1", text="<script>alert(1)</script> mijn pakket is kwijt")
     written = zd.create_ticket(NewTicket(m, subject="X from @user42", tags=("vip",)), "x:1000:1:h")
     assert (written.ticket_id, written.provider_id, written.requester_id) == ("5001", "77001", "901")
@@ -86,10 +91,7 @@ def test_new_ticket_creates_the_requester_and_sends_an_idempotency_key(
 def test_a_post_whose_author_x_did_not_send_goes_to_one_placeholder_requester(
     zd: ZendeskHelpdesk,
 ) -> None:
-    responses.post(f"{API}/users/create_or_update.json",
-                   json={"user": {"id": 950, "name": "Unknown X user"}})
-    responses.post(f"{API}/tickets.json", status=201,
-                   json={**ticket_json(5002), "audit": {"id": 77002}})
+    answer_new_ticket(requester=950, ticket=5002, audit=77002)
     known = message("3")
     m = dataclasses.replace(known, author=dataclasses.replace(
         known.author, user_id="", handle="", display_name="", profile_url=None))
