@@ -53,6 +53,7 @@ def test_ticket_is_read_fresh_and_missing_is_none(zd: ZendeskHelpdesk) -> None:
         "48213", "solved", "900")
     assert not found.is_closed and zd.get_ticket("999") is None
     assert zd.get_ticket("12abc") is None  # never asked: not a ticket id
+    assert zd.get_ticket("\u0661\u0662") is None  # Arabic-Indic digits: str.isdigit() says yes
     assert len(responses.calls) == 2
     auth = responses.calls[0].request.headers["Authorization"]
     assert auth.startswith("Basic ")  # email/token:TOKEN, as Zendesk expects
